@@ -1,0 +1,848 @@
+#!/usr/bin/env python3
+"""The custom-criminalip test suite: the product's behaviour, as integratord and the manager see it.
+
+Every test gets its own temporary Wazuh home (script in integrations/, a live AF_UNIX datagram
+socket at queue/sockets/queue, logs/, var/) and its own fake Criminal IP server on 127.0.0.1.
+The script always runs as a separate process, with argv laid out the way integratord lays it out.
+Run: python3 selftest.py   (make check runs it under every CPython 3.8-3.13 it finds)
+"""
+import copy
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(REPO, 'custom-criminalip')
+SAMPLES = os.path.join(REPO, 'tests', 'samples')
+KEY = 'cip-test-key-7f3a9c2e5b'
+TOR_IP = '185.220.101.7'
+CLEAN_IP = '9.9.9.9'
+DAY = 86400
+SYNC = 'test-sync-marker'
+NOON = 1_780_000_000 - 1_780_000_000 % DAY + DAY // 2     # a fixed UTC noon for the test clock
+
+sys.path.insert(0, os.path.join(REPO, 'tests'))
+
+
+def sample(name: str) -> dict:
+    with open(os.path.join(SAMPLES, name), encoding='utf-8') as handle:
+        return json.load(handle)
+
+
+def clean_report(ip: str) -> dict:
+    """The real 2024 capture: all flags false, Safe/Safe, no is_anonymous_vpn key."""
+    report = sample('asset_ip_report_9.9.9.9_2024-03.json')
+    report['ip'] = ip
+    return report
+
+
+def risky_report(ip: str, inbound='Critical', outbound='Moderate', **flags) -> dict:
+    """The documentation example, with the scores and flags a test wants."""
+    report = sample('asset_ip_report_docs_example.json')
+    report['ip'] = ip
+    report['score'] = {'inbound': inbound, 'outbound': outbound}
+    report['issues'].update(flags)
+    return report
+
+
+class FakeCriminalIP:
+    """A Criminal IP look-alike on 127.0.0.1 that counts requests and answers what a test says."""
+
+    def __init__(self):
+        self.requests = []
+        self.answers = {}            # ip -> list of answers, the last one repeats
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                parts = urlsplit(self.path)
+                ip = parse_qs(parts.query).get('ip', [''])[0]
+                fake.requests.append({'path': parts.path, 'ip': ip, 'key': self.headers.get('x-api-key'),
+                                      'agent': self.headers.get('User-Agent')})
+                queue = fake.answers.get(ip) or [{'body': clean_report(ip)}]
+                answer = queue.pop(0) if len(queue) > 1 else queue[0]
+                time.sleep(answer.get('delay', 0))
+                body = answer.get('raw')
+                if body is None:
+                    body = json.dumps(answer['body']).encode()
+                self.send_response(answer.get('status', 200))
+                for name, value in answer.get('headers', {}).items():
+                    self.send_header(name, value)
+                if 'Content-Length' not in answer.get('headers', {}):
+                    self.send_header('Content-Length', str(len(body)))
+                self.end_headers()
+                for start in range(0, len(body), 65536):
+                    self.wfile.write(body[start:start + 65536])
+                    time.sleep(answer.get('drip', 0))
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None   # clients hanging up is expected
+        self.url = f'http://127.0.0.1:{self.server.server_port}'
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def answer(self, ip: str, *answers: dict) -> None:
+        self.answers[ip] = list(answers)
+
+    def calls(self, ip: str = None) -> int:
+        return len([r for r in self.requests if ip is None or r['ip'] == ip])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class WazuhHome:
+    """A temporary /var/ossec with the script installed and a live queue socket."""
+
+    def __init__(self, api: FakeCriminalIP):
+        self.api = api
+        self.path = tempfile.mkdtemp(prefix='cip-')
+        for folder in ('integrations', 'logs', 'queue/sockets', 'var', 'etc'):
+            os.makedirs(os.path.join(self.path, folder))
+        self.script = os.path.join(self.path, 'integrations', 'custom-criminalip')
+        shutil.copy(SCRIPT, self.script)
+        self.socket_path = os.path.join(self.path, 'queue', 'sockets', 'queue')
+        self.cache_dir = os.path.join(self.path, 'var', 'criminalip')
+        self.received = []
+        self.open_queue()
+        self.options = {'api_url': api.url, 'deadline': 10}
+        self.clock = None
+        self.retries = '3'
+
+    def open_queue(self) -> None:
+        """Bind the queue socket and collect every datagram in a background thread."""
+        self.queue = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.queue.bind(self.socket_path)
+        self.queue.settimeout(0.05)
+        self.collecting = True
+        self.synced = threading.Event()
+        self.collector = threading.Thread(target=self.collect, daemon=True)
+        self.collector.start()
+
+    def collect(self) -> None:
+        while self.collecting:
+            try:
+                message = self.queue.recv(70000).decode()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if message.startswith(SYNC):
+                self.synced.set()
+            else:
+                self.received.append(message)
+
+    def close_queue(self) -> None:
+        self.collecting = False
+        self.collector.join()
+        self.queue.close()
+        os.unlink(self.socket_path)
+
+    def close(self) -> None:
+        if self.collecting:
+            self.close_queue()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def write(self, name: str, content) -> str:
+        path = os.path.join(self.path, name)
+        with open(path, 'w', encoding='utf-8') as handle:
+            handle.write(content if isinstance(content, str) else json.dumps(content))
+        return path
+
+    def argv(self, alert_file: str, key: str, layout: str, options_file: str, debug=False) -> list:
+        """argv exactly as each integratord version builds it (see the reference table)."""
+        flag = 'debug' if debug else ''
+        if layout == '4.3':
+            return [self.script, alert_file, key, '', 'debug' if debug else ' > /dev/null 2>&1']
+        if layout == '4.7':
+            return [self.script, alert_file, key, '', flag, options_file, '> /dev/null 2>&1']
+        return [self.script, alert_file, key, '', flag, options_file, '10', self.retries,
+                '> /dev/null 2>&1']
+
+    def start(self, alert, key=KEY, layout='4.8', debug=False, env=None):
+        """Start one integratord-style run; returns the Popen."""
+        alert_file = self.write(f'alert-{time.monotonic_ns()}.alert',
+                                alert if isinstance(alert, str) else json.dumps(alert))
+        options_file = self.write(f'run-{time.monotonic_ns()}.options', self.options)
+        environment = dict(os.environ, **(env or {}))
+        if self.clock is not None:
+            environment['CRIMINALIP_TEST_NOW'] = str(self.clock)
+        return subprocess.Popen([sys.executable] + self.argv(alert_file, key, layout, options_file, debug),
+                                cwd=self.path, env=environment, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def run(self, alert, **kwargs):
+        """One run to completion: (exit code, output, seconds); new datagrams land in .received."""
+        started = time.monotonic()
+        process = self.start(alert, **kwargs)
+        output, _ = process.communicate(timeout=120)
+        self.settle()
+        return process.returncode, output.decode(), time.monotonic() - started
+
+    def settle(self) -> None:
+        """Wait until the collector has read everything sent so far (datagrams keep their order)."""
+        if not self.collecting:
+            return
+        self.synced.clear()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.sendto(SYNC.encode(), self.socket_path)
+        self.synced.wait(10)
+
+    def events(self) -> list:
+        return [json.loads(message.partition('criminalip:')[2])['criminalip'] for message in self.received]
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(self.path, 'logs', 'integrations.log'), encoding='utf-8') as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ''
+
+    def command(self, *args, env=None):
+        environment = dict(os.environ, **(env or {}))
+        if self.clock is not None:
+            environment['CRIMINALIP_TEST_NOW'] = str(self.clock)
+        done = subprocess.run([sys.executable, self.script] + list(args), cwd=self.path, env=environment,
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+        return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+def alert_for(ip=TOR_IP, field='srcip', agent=None, **extra) -> dict:
+    """A typical sshd alert carrying ip in data.<field>."""
+    alert = {'timestamp': '2026-12-04T10:00:00.000+0000', 'id': '1733306400.12345',
+             'rule': {'id': '5710', 'level': 5, 'description': 'sshd: Attempt to login using a '
+                      'non-existent user', 'groups': ['syslog', 'sshd', 'invalid_login']},
+             'agent': agent or {'id': '000', 'name': 'manager'}, 'manager': {'name': 'manager'},
+             'full_log': 'mangled by another integration', 'data': {field: ip, 'srcuser': 'root'}}
+    alert.update(extra)
+    return alert
+
+
+class IntegrationTestCase(unittest.TestCase):
+    def setUp(self):
+        self.api = FakeCriminalIP()
+        self.home = WazuhHome(self.api)
+
+    def tearDown(self):
+        self.home.close()
+        self.api.close()
+
+    def run_ok(self, alert=None, **kwargs) -> list:
+        """Run once, expect exit 0, return the events this run sent."""
+        before = len(self.home.received)
+        code, output, _ = self.home.run(alert or alert_for(), **kwargs)
+        self.assertEqual(code, 0, output + self.home.log())
+        return self.home.events()[before:]
+
+    def assertLogged(self, text: str) -> None:
+        self.assertIn(text, self.home.log())
+
+
+# ==============================================================================================
+# Issue 2: the integration enriches a Wazuh alert end to end
+# ==============================================================================================
+
+class ArgumentsAndOptions(IntegrationTestCase):
+    def test_every_integratord_argument_layout_is_understood(self):
+        self.api.answer(TOR_IP, {'body': risky_report(TOR_IP, is_tor=True)})
+        self.home.write('etc/custom-criminalip.json', self.home.options)   # 4.3-4.6: no <options>
+        for layout in ('4.3', '4.7', '4.8'):
+            with self.subTest(layout=layout):
+                events = self.run_ok(layout=layout)
+                self.assertEqual([e['ip'] for e in events], [TOR_IP])
+                self.assertTrue(events[0]['is_tor'])
+
+    def test_debug_argument_writes_detail_lines(self):
+        self.run_ok(alert_for(data={'srcip': '10.0.0.1'}), debug=True)
+        self.assertIn('DEBUG: data.srcip: 10.0.0.1 skipped: not a global address', self.home.log())
+
+    def test_missing_alert_argument_is_a_clear_usage_error(self):
+        done = subprocess.run([sys.executable, self.home.script], capture_output=True, text=True)
+        self.assertEqual(done.returncode, 2)
+        self.assertIn('usage: custom-criminalip ALERT_FILE', done.stderr)
+        self.assertNotIn('Traceback', done.stderr)
+
+    def test_no_api_key_anywhere_exits_3(self):
+        code, output, _ = self.home.run(alert_for(), key='')
+        self.assertEqual(code, 3)
+        self.assertIn('no API key', output)
+        self.assertEqual(self.api.calls(), 0)
+
+    def test_api_key_file_keeps_the_key_off_the_command_line(self):
+        key_file = self.home.write('etc/criminalip.key', KEY + '\n')
+        self.home.options['api_key_file'] = key_file
+        self.run_ok(key='')
+        self.assertEqual(self.api.requests[0]['key'], KEY)
+
+    def test_unreadable_api_key_file_exits_3(self):
+        self.home.options['api_key_file'] = os.path.join(self.home.path, 'missing.key')
+        code, output, _ = self.home.run(alert_for(), key='')
+        self.assertEqual(code, 3)
+        self.assertIn('cannot read api_key_file', output)
+
+    def test_malformed_options_file_is_reported_and_defaults_are_used(self):
+        alert_file = self.home.write('a.alert', alert_for(data={'srcip': '10.0.0.1'}))
+        options = self.home.write('bad.options', '{"api_url": ')
+        done = subprocess.run([sys.executable, self.home.script, alert_file, KEY, '', '', options,
+                               '10', '3'], capture_output=True, text=True)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertLogged('options file')
+        self.assertLogged('ignored, using defaults')
+
+    def test_unknown_and_mistyped_options_are_logged_and_ignored(self):
+        self.home.options.update(colour='blue', max_ips_per_alert='three')
+        self.run_ok()
+        self.assertLogged('unknown option "colour" ignored')
+        self.assertLogged('option "max_ips_per_alert" must be a whole number; using the default')
+
+    def test_plain_http_to_a_remote_host_is_refused_before_connecting(self):
+        self.home.options['api_url'] = 'http://api.criminalip.invalid'
+        code, output, _ = self.home.run(alert_for())
+        self.assertEqual(code, 4)
+        self.assertIn('reserved and never resolves', output)
+        self.home.options['api_url'] = 'http://criminalip.example.invalid.test'
+        code, output, _ = self.home.run(alert_for())
+        self.assertEqual(code, 4)
+        self.assertIn('uses plain http', output)
+
+    def test_https_to_an_impossible_host_name_is_refused(self):
+        self.home.options['api_url'] = 'https://api.criminalip.invalid'
+        self.assertEqual(self.home.run(alert_for())[0], 4)
+        self.home.options.update(api_url=self.api.url, proxy='http://proxy.corp.invalid:3128')
+        self.assertEqual(self.home.run(alert_for())[0], 4)
+
+
+class AlertInput(IntegrationTestCase):
+    def test_missing_alert_file_exits_6(self):
+        done = subprocess.run([sys.executable, self.home.script, '/nonexistent/x.alert', KEY, ''],
+                              capture_output=True, text=True)
+        self.assertEqual(done.returncode, 6)
+        self.assertIn('cannot read alert file', done.stderr)
+
+    def test_broken_alert_files_exit_7_with_a_reason(self):
+        for content, reason in (('', 'is empty'), ('{"rule": ', 'neither JSON nor integratord text'),
+                                ('[1, 2]', 'not an object'), ('\x00\xff garbage', 'neither JSON')):
+            with self.subTest(content=content):
+                code, output, _ = self.home.run(content)
+                self.assertEqual(code, 7)
+                self.assertIn(reason, output)
+                self.assertNotIn('Traceback', output)
+
+    def test_alert_without_data_has_nothing_to_look_up(self):
+        self.assertEqual(self.run_ok({'rule': {'id': '1'}, 'id': 'x'}), [])
+        self.assertLogged('no IP to look up')
+        self.assertEqual(self.api.calls(), 0)
+
+    def test_odd_ip_values_are_skipped_and_only_global_ipv4_is_looked_up(self):
+        odd = {'srcip': 1234, 'dstip': ['185.220.101.1'], 'src_ip': 'not-an-ip',
+               'dst_ip': '2606:4700::1111', 'client_ip': '100.64.1.1',
+               'win': {'eventdata': {'ipAddress': '::ffff:185.220.101.9', 'sourceIp': '192.168.1.4',
+                                     'destinationIp': '[::ffff:45.9.148.3]:443',
+                                     'sourceAddress': '224.0.0.5', 'destAddress': '127.0.0.1'}},
+               'aws': {'sourceIPAddress': '169.254.169.254', 'srcaddr': '0.0.0.0'}}
+        events = self.run_ok(alert_for(data=odd), debug=True)
+        self.assertEqual([(e['ip'], e['direction']) for e in events],
+                         [('185.220.101.9', 'inbound'), ('45.9.148.3', 'outbound')])
+        log = self.home.log()
+        self.assertIn('data.srcip: "1234" is not an IP address', log)
+        self.assertIn('data.dst_ip: 2606:4700::1111 skipped: IPv6', log)
+        self.assertIn('data.client_ip: 100.64.1.1 skipped: not a global address', log)
+
+    def test_ports_brackets_and_whitespace_are_handled(self):
+        events = self.run_ok(alert_for(data={'srcip': ' 185.220.101.3:51234 ', 'dstip': '185.220.101.3'}))
+        self.assertEqual([(e['ip'], e['direction']) for e in events], [('185.220.101.3', 'inbound')])
+        self.assertEqual(self.api.calls(), 1, 'duplicates are looked up once')
+
+    def test_ignore_networks_and_the_per_alert_cap(self):
+        self.home.options.update(ignore_networks=['185.220.0.0/16', 'bogus'], max_ips_per_alert=2)
+        data = {'srcip': '185.220.101.1', 'dstip': '45.9.148.1', 'src_ip': '45.9.148.2',
+                'dst_ip': '45.9.148.3'}
+        events = self.run_ok(alert_for(data=data))
+        self.assertEqual([e['ip'] for e in events], ['45.9.148.2', '45.9.148.1'], 'ip_fields order')
+        self.assertLogged('ignore_networks entry "bogus" is not a network')
+
+    def test_custom_ip_fields_decide_direction_by_name(self):
+        self.home.options['ip_fields'] = ['data.firewall.dest_address', 'data.firewall.peer']
+        events = self.run_ok(alert_for(data={'firewall': {'dest_address': '45.9.148.7',
+                                                          'peer': '45.9.148.8'}}))
+        self.assertEqual([(e['ip'], e['direction'], e['source']['field']) for e in events],
+                         [('45.9.148.7', 'outbound', 'data.firewall.dest_address'),
+                          ('45.9.148.8', 'inbound', 'data.firewall.peer')])
+
+    def test_legacy_text_alert_still_works_and_says_how_to_fix_it(self):
+        text = ("alertdate='2026 Dec 04 10:00:00'\nalertlocation='/var/log/secure'\nruleid='5710'\n"
+                "alertlevel='5'\nruledescription='sshd: attempt'\nalertlog='Dec  4 sshd[1]: x'\n"
+                f"srcip='{TOR_IP}'")
+        events = self.run_ok(text)
+        self.assertEqual([e['ip'] for e in events], [TOR_IP])
+        self.assertEqual(events[0]['source']['rule_id'], '5710')
+        self.assertLogged('<alert_format>json</alert_format>')
+
+    def test_our_own_alerts_are_never_looked_up(self):
+        own = [{'rule': {'id': '100625', 'groups': ['criminalip', 'tor']}, 'data': {'srcip': TOR_IP}},
+               {'rule': {'id': '100625'}, 'data': {'integration': 'criminalip', 'srcip': TOR_IP}}]
+        for alert in own:
+            self.assertEqual(self.run_ok(alert), [])
+        self.assertEqual(self.api.calls(), 0)
+
+
+class ApiCall(IntegrationTestCase):
+    def test_request_carries_key_header_and_product_user_agent(self):
+        self.run_ok()
+        request = self.api.requests[0]
+        self.assertEqual((request['path'], request['ip'], request['key']),
+                         ('/v1/asset/ip/report', TOR_IP, KEY))
+        self.assertRegex(request['agent'], r'^custom-criminalip/\d+\.\d+\.\d+')
+
+    def test_documentation_example_becomes_a_complete_event(self):
+        self.api.answer(TOR_IP, {'body': risky_report(TOR_IP)})
+        event = self.run_ok()[0]
+        self.assertEqual((event['score'], event['score_inbound'], event['score_outbound']),
+                         ('Critical', 'Critical', 'Moderate'))
+        self.assertEqual((event['is_hosting'], event['is_snort'], event['is_anonymous_vpn'],
+                          event['is_tor']), (True, True, True, False))
+        self.assertEqual((event['as_name'], event['country']), ('MICROSOFT-CORP-MSN-AS-BLOCK', 'US'))
+        self.assertEqual(event['flags'], 'anonymous_vpn,snort,hosting')
+        self.assertIn('Critical', event['summary'])
+        self.assertEqual(event['report_url'], f'https://www.criminalip.io/asset/report/{TOR_IP}')
+        self.assertIs(event['cached'], False)
+        self.assertEqual(event['source']['rule_id'], '5710')
+
+    def test_real_capture_without_is_anonymous_vpn_has_every_flag_false(self):
+        event = self.run_ok(alert_for(CLEAN_IP))[0]
+        for flag in ('is_vpn', 'is_tor', 'is_proxy', 'is_darkweb', 'is_anonymous_vpn', 'is_scanner',
+                     'is_snort', 'is_hosting', 'is_cloud', 'is_mobile'):
+            self.assertIs(event[flag], False, flag)
+        self.assertEqual((event['score'], event['flags']), ('Safe', 'none'))
+
+    def test_destination_ips_are_judged_by_outbound_score(self):
+        self.api.answer('45.9.148.3', {'body': risky_report('45.9.148.3', 'Safe', 'Critical')})
+        event = self.run_ok(alert_for('45.9.148.3', field='dstip'))[0]
+        self.assertEqual((event['direction'], event['score']), ('outbound', 'Critical'))
+
+    def test_legacy_integer_scores_map_to_names(self):
+        report = clean_report(TOR_IP)
+        report['score'] = {'inbound': 5, 'outbound': 1}
+        self.api.answer(TOR_IP, {'body': report})
+        event = self.run_ok()[0]
+        self.assertEqual((event['score_inbound'], event['score_outbound']), ('Critical', 'Safe'))
+
+    def assertErrorEvent(self, answers, code, calls=1):
+        self.api.answer(TOR_IP, *answers)
+        events = self.run_ok()
+        self.assertEqual(len(events), 1, events)
+        self.assertEqual((events[0]['error'], events[0]['ip']), (code, TOR_IP))
+        self.assertEqual(self.api.calls(), calls)
+        self.assertNotIn(KEY, json.dumps(events) + self.home.log())
+        return events[0]
+
+    def test_errors_reported_with_http_200_are_classified_from_the_body(self):
+        cases = [({'status': 401, 'message': 'invalid api key'}, 'auth'),
+                 ({'status': 403, 'message': 'limit exceeded'}, 'quota'),
+                 ({'status': 400, 'message': 'Invalid IP Address.'}, 'invalid_ip'),
+                 ({'status': 200, 'ip': TOR_IP}, 'bad_response')]
+        for body, code in cases:
+            with self.subTest(code=code):
+                self.tearDown()
+                self.setUp()
+                event = self.assertErrorEvent([{'body': body}], code)
+                self.assertTrue(event['error_message'])
+
+    def test_http_error_codes_are_classified(self):
+        for status, code in ((401, 'auth'), (403, 'quota'), (400, 'invalid_ip'), (404, 'bad_response')):
+            with self.subTest(status=status):
+                self.tearDown()
+                self.setUp()
+                self.assertErrorEvent([{'status': status, 'body': {'message': 'nope'}}], code)
+
+    def test_outages_are_retried_with_backoff_then_succeed(self):
+        self.api.answer(TOR_IP, {'status': 503, 'raw': b'<html>down</html>'},
+                        {'body': {'status': 500, 'message': 'internal error'}},
+                        {'body': risky_report(TOR_IP, is_tor=True)})
+        events = self.run_ok()
+        self.assertEqual(self.api.calls(), 3)
+        self.assertTrue(events[0]['is_tor'])
+
+    def test_persistent_outage_becomes_one_unavailable_event(self):
+        self.home.options['deadline'] = 5
+        self.assertErrorEvent([{'status': 502, 'raw': b'bad gateway'}], 'unavailable', calls=4)
+
+    def test_rate_limit_honours_retry_after(self):
+        self.api.answer(TOR_IP, {'status': 429, 'headers': {'Retry-After': '1'}, 'body': {}},
+                        {'body': {'status': 429, 'message': 'unable to call api at the same time'}},
+                        {'body': clean_report(TOR_IP)})
+        started = time.monotonic()
+        events = self.run_ok()
+        self.assertGreaterEqual(time.monotonic() - started, 1.0)
+        self.assertEqual((self.api.calls(), events[0]['score']), (3, 'Safe'))
+
+    def test_garbage_and_oversized_bodies_are_bad_responses(self):
+        huge = b'{"pad": "' + b'x' * (3 * 1024 * 1024) + b'"}'
+        for answer in ({'raw': b'<html>captive portal</html>'}, {'raw': huge},
+                       {'raw': huge, 'headers': {'Content-Length': str(len(huge))}}):
+            with self.subTest(size=len(answer['raw'])):
+                self.tearDown()
+                self.setUp()
+                event = self.assertErrorEvent([answer], 'bad_response')
+                self.assertLess(len(json.dumps(event)), 2000)
+
+    def test_a_hanging_api_never_holds_integratord_past_the_deadline(self):
+        self.home.options.update(deadline=3, timeout=30)
+        self.api.answer(TOR_IP, {'delay': 20, 'body': clean_report(TOR_IP)})
+        code, output, seconds = self.home.run(alert_for())
+        self.assertEqual(code, 0, output)
+        self.assertLess(seconds, 6)
+        self.assertEqual(self.home.events()[0]['error'], 'unavailable')
+
+    def test_a_dripping_answer_is_cut_at_the_deadline(self):
+        self.home.options.update(deadline=3, timeout=2)
+        big = json.dumps(clean_report(TOR_IP)).encode() * 10
+        self.api.answer(TOR_IP, {'raw': big, 'drip': 0.8})
+        code, output, seconds = self.home.run(alert_for())
+        self.assertEqual(code, 0, output)
+        self.assertLess(seconds, 6)
+        self.assertEqual(self.home.events()[0]['error'], 'unavailable')
+
+    def test_connection_refused_is_unavailable(self):
+        port = self.api.server.server_port
+        self.api.close()
+        self.home.options['api_url'] = f'http://127.0.0.1:{port}'
+        self.home.retries = '1'
+        self.api = FakeCriminalIP()
+        event = self.run_ok()[0]
+        self.assertEqual(event['error'], 'unavailable')
+
+
+class EventsOnTheQueue(IntegrationTestCase):
+    def test_manager_alerts_use_the_plain_header(self):
+        self.run_ok()
+        self.assertTrue(self.home.received[0].startswith('1:criminalip:{"integration":"criminalip"'))
+
+    def test_agent_alerts_carry_an_escaped_location(self):
+        agent = {'id': '017', 'name': 'web|01:dmz', 'ip': '10.0.0.5'}
+        self.run_ok(alert_for(agent=agent))
+        self.assertTrue(self.home.received[0].startswith(
+            '1:[017] (web||01|:dmz) 10.0.0.5->criminalip:{"integration":"criminalip"'),
+            self.home.received[0][:80])
+        self.run_ok(alert_for('45.9.148.9', agent={'id': '018', 'name': 'db'}))
+        self.assertTrue(self.home.received[1].startswith('1:[018] (db) any->criminalip:'))
+
+    def test_integration_key_comes_first_and_nothing_hits_static_fields(self):
+        event = json.loads(self.run_ok() and self.home.received[0].partition('criminalip:')[2])
+        self.assertEqual(list(event), ['integration', 'criminalip'])
+
+    def test_events_stay_small_even_for_huge_answers(self):
+        report = risky_report(TOR_IP, is_tor=True)
+        report['whois']['data'][0]['as_name'] = 'A' * 100000
+        report['ids']['data'][0]['message'] = 'M' * 100000
+        report['ip_category']['data'] = [{'type': f'category-{n}'} for n in range(5000)]
+        self.api.answer(TOR_IP, {'body': report})
+        self.run_ok(alert_for(rule={'id': '5710', 'description': 'D' * 100000}))
+        self.assertLess(len(self.home.received[0].encode()), 4096)
+
+    def test_the_run_is_logged_in_one_line_without_the_key(self):
+        self.run_ok()
+        lines = [line for line in self.home.log().splitlines() if 'INFO' in line]
+        self.assertEqual(len(lines), 1)
+        self.assertRegex(lines[0], rf'custom-criminalip\[\d+\] INFO: alert 1733306400.12345 rule 5710: '
+                                   rf'{TOR_IP} api; 1 event\(s\) in \d+ ms')
+        self.assertNotIn(KEY, self.home.log())
+
+    def test_the_key_is_redacted_even_from_debug_output_and_errors(self):
+        self.api.answer(TOR_IP, {'body': {'status': 401, 'message': f'invalid api key {KEY}'}})
+        events = self.run_ok(debug=True)
+        self.assertNotIn(KEY, self.home.log() + json.dumps(events))
+        self.assertIn('***', events[0]['error_message'])
+
+
+class QueueSocketProblems(IntegrationTestCase):
+    def test_missing_socket_exits_5_and_keeps_the_event_for_the_next_run(self):
+        self.home.close_queue()
+        code, output, _ = self.home.run(alert_for())
+        self.assertEqual(code, 5)
+        self.assertIn('is wazuh-analysisd running', output)
+        self.home.open_queue()
+        self.run_ok(alert_for('45.9.148.9'))
+        self.assertEqual([e['ip'] for e in self.home.events()], [TOR_IP, '45.9.148.9'])
+        self.assertLogged('delivered 1 event(s) kept from earlier runs')
+
+    def test_refusing_socket_exits_5(self):
+        self.home.close_queue()
+        dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        dead.bind(self.home.socket_path)
+        dead.close()                                  # the file stays, nobody listens
+        code, output, _ = self.home.run(alert_for())
+        self.assertEqual(code, 5)
+        self.assertIn('wazuh-analysisd is not running', output)
+
+
+
+# ==============================================================================================
+# Issue 3: never waste a credit - the cache, cooldowns and the lookup budget
+# ==============================================================================================
+
+class CacheSavesCredits(IntegrationTestCase):
+    def setUp(self):
+        super().setUp()
+        self.home.clock = NOON
+
+    def entries(self) -> list:
+        found = []
+        for folder, _, files in os.walk(os.path.join(self.home.cache_dir, 'entries')):
+            found += [os.path.join(folder, name) for name in files if name.endswith('.json')]
+        return found
+
+    def test_repeated_alerts_for_one_ip_cost_one_credit_per_ttl(self):
+        first = self.run_ok()
+        repeats = [self.run_ok()[0] for _ in range(4)]
+        self.assertEqual(self.api.calls(), 1)
+        self.assertIs(first[0]['cached'], False)
+        self.assertTrue(all(e['cached'] is True and e['stale'] is False for e in repeats))
+        self.assertEqual({k: v for k, v in repeats[0].items() if k not in ('cached', 'source')},
+                         {k: v for k, v in first[0].items() if k not in ('cached', 'source')})
+        self.home.clock = NOON + DAY - 1
+        self.run_ok()
+        self.assertEqual(self.api.calls(), 1, 'still inside the default one-day TTL')
+        self.home.clock = NOON + DAY + 1
+        self.assertIs(self.run_ok()[0]['cached'], False)
+        self.assertEqual(self.api.calls(), 2)
+
+    def test_failures_are_remembered_briefly_and_send_no_repeat_events(self):
+        self.home.options['deadline'] = 2
+        self.api.answer(TOR_IP, {'status': 500, 'raw': b'oops'})
+        self.assertEqual(self.run_ok()[0]['error'], 'unavailable')
+        calls = self.api.calls()
+        self.home.clock = NOON + 299
+        self.assertEqual(self.run_ok(), [], 'the first failure already reported it')
+        self.assertEqual(self.api.calls(), calls)
+        self.api.answer(TOR_IP, {'body': clean_report(TOR_IP)})
+        self.home.clock = NOON + 301
+        self.assertEqual(self.run_ok()[0]['score'], 'Safe')
+
+    def test_fifty_simultaneous_processes_on_five_new_ips_make_five_calls(self):
+        ips = [f'45.9.148.{n}' for n in range(10, 15)]
+        for ip in ips:
+            self.api.answer(ip, {'delay': 0.2, 'body': clean_report(ip)})
+        processes = [self.home.start(alert_for(ips[n % 5])) for n in range(50)]
+        codes = [process.wait(timeout=120) for process in processes]
+        for process in processes:
+            process.stdout.close()
+        self.home.settle()
+        self.assertEqual(codes, [0] * 50, self.home.log())
+        self.assertEqual(sorted(r['ip'] for r in self.api.requests), ips)
+        self.assertEqual(len(self.home.events()), 50)
+        self.assertEqual(sum(1 for e in self.home.events() if not e['cached']), 5)
+
+    def test_limit_exceeded_stops_all_calls_until_the_next_utc_day(self):
+        self.run_ok(alert_for(CLEAN_IP))
+        self.api.answer(TOR_IP, {'body': {'status': 403, 'message': 'limit exceeded'}})
+        self.assertEqual(self.run_ok()[0]['error'], 'quota')
+        self.assertEqual([self.run_ok(alert_for(f'45.9.148.{n}')) for n in range(3)], [[], [], []],
+                         'one error event when the cooldown starts, then silence')
+        self.assertEqual(self.run_ok(alert_for(CLEAN_IP))[0]['cached'], True, 'cache still served')
+        self.assertEqual(self.api.calls(), 2)
+        self.home.clock = NOON + 3601
+        self.assertEqual(self.run_ok(alert_for('45.9.148.9'))[0]['error'], 'quota', 'hourly reminder')
+        self.assertEqual(self.run_ok(alert_for('45.9.148.10')), [])
+        self.assertEqual(self.api.calls(), 2)
+        self.home.clock = NOON + DAY // 2 + 1                    # just after UTC midnight
+        self.api.answer(TOR_IP, {'body': clean_report(TOR_IP)})
+        self.assertEqual(self.run_ok()[0]['score'], 'Safe')
+        self.assertEqual(self.api.calls(), 3)
+
+    def test_quota_cooldown_option_shortens_the_pause(self):
+        self.home.options['quota_cooldown'] = 600
+        self.api.answer(TOR_IP, {'body': {'status': 403, 'message': 'limit exceeded'}},
+                        {'body': clean_report(TOR_IP)})
+        self.run_ok()
+        self.home.clock = NOON + 599
+        self.assertEqual(self.run_ok(), [])
+        self.home.clock = NOON + 601
+        self.assertEqual(self.run_ok()[0]['score'], 'Safe')
+
+    def test_invalid_key_stops_calls_until_the_key_changes(self):
+        self.api.answer(TOR_IP, {'body': {'status': 401, 'message': 'invalid api key'}},
+                        {'body': clean_report(TOR_IP)})
+        self.assertEqual(self.run_ok()[0]['error'], 'auth')
+        self.home.clock = NOON + 1800
+        self.assertEqual(self.run_ok(alert_for('45.9.148.20')), [])
+        self.assertEqual(self.api.calls(), 1)
+        self.assertEqual(self.run_ok(key='a-new-key-123456')[0]['score'], 'Safe')
+        self.assertEqual(self.api.calls(), 2)
+        with open(os.path.join(self.home.cache_dir, 'state.json'), encoding='utf-8') as handle:
+            self.assertNotIn(KEY, handle.read(), 'only a fingerprint of the key is stored')
+
+    def test_rate_limit_beyond_the_deadline_becomes_a_cooldown(self):
+        self.api.answer(TOR_IP, {'status': 429, 'headers': {'Retry-After': '120'}, 'body': {}},
+                        {'body': clean_report(TOR_IP)})
+        self.assertEqual(self.run_ok()[0]['error'], 'rate_limited')
+        self.home.clock = NOON + 119
+        self.assertEqual(self.run_ok(), [])
+        self.home.clock = NOON + 121
+        self.assertEqual(self.run_ok()[0]['score'], 'Safe')
+        self.assertEqual(self.api.calls(), 2)
+
+    def test_expired_entries_are_served_stale_during_a_cooldown(self):
+        self.api.answer(TOR_IP, {'body': risky_report(TOR_IP, is_tor=True)})
+        self.api.answer('45.9.148.30', {'body': {'status': 403, 'message': 'limit exceeded'}})
+        self.run_ok()
+        self.home.clock = NOON + 2 * DAY
+        self.assertEqual(self.run_ok(alert_for('45.9.148.30'))[0]['error'], 'quota')
+        stale = self.run_ok()[0]
+        self.assertEqual((stale['is_tor'], stale['cached'], stale['stale']), (True, True, True))
+        self.assertEqual(self.api.calls(), 2)
+
+    def test_daily_lookup_budget_behaves_like_a_quota_with_its_own_code(self):
+        self.home.options['max_lookups_per_day'] = 2
+        self.run_ok(alert_for('45.9.148.1'))
+        self.run_ok(alert_for('45.9.148.2'))
+        self.assertEqual(self.run_ok(alert_for('45.9.148.3'))[0]['error'], 'budget')
+        self.assertEqual(self.run_ok(alert_for('45.9.148.4')), [])
+        self.assertEqual(self.run_ok(alert_for('45.9.148.1'))[0]['cached'], True)
+        self.assertEqual(self.api.calls(), 2)
+        self.home.clock = NOON + DAY
+        self.assertIs(self.run_ok(alert_for('45.9.148.3'))[0]['cached'], False)
+
+    def test_corrupt_truncated_and_foreign_entries_are_misses_that_get_replaced(self):
+        self.run_ok()
+        [path] = self.entries()
+        with open(path, encoding='utf-8') as handle:
+            good = handle.read()
+        for bad in ('', good[:len(good) // 2], '\x00\xff\xfe', '[1, 2]', good.replace(TOR_IP, '1.2.3.4'),
+                    '{"ip": "%s", "stored": "yesterday", "report": 1}' % TOR_IP):
+            with self.subTest(bad=bad[:30]):
+                with open(path, 'w', encoding='utf-8', errors='surrogateescape') as handle:
+                    handle.write(bad)
+                calls = self.api.calls()
+                self.assertIs(self.run_ok()[0]['cached'], False)
+                self.assertEqual(self.api.calls(), calls + 1)
+                self.assertIs(self.run_ok()[0]['cached'], True, 'replaced by a good entry')
+        self.assertLogged('treated as a miss')
+
+    def test_corrupt_state_file_is_survived(self):
+        os.makedirs(self.home.cache_dir)
+        for bad in ('{"cooldowns": ', '[]', '{"cooldowns": {"quota": "soon"}, "calls": "many"}'):
+            with self.subTest(bad=bad):
+                with open(os.path.join(self.home.cache_dir, 'state.json'), 'w') as handle:
+                    handle.write(bad)
+                self.assertEqual(len(self.run_ok(alert_for(f'45.9.148.{len(bad)}'))), 1)
+
+    def test_unwritable_cache_degrades_to_no_cache_and_still_enriches(self):
+        blocker = self.home.write('var/not-a-folder', 'x')
+        self.home.options['cache_dir'] = os.path.join(blocker, 'criminalip')
+        for _ in range(2):
+            self.assertEqual(self.run_ok()[0]['score'], 'Safe')
+        self.assertLogged('cache disabled for this run')
+        self.assertEqual(self.api.calls(), 2)
+
+    def test_cache_stays_bounded(self):
+        self.home.options['cache_max_entries'] = 50
+        ips = [f'45.{n // 250}.{n % 250}.1' for n in range(200)]
+        for batch in range(0, 200, 10):
+            processes = [self.home.start(alert_for(ip)) for ip in ips[batch:batch + 10]]
+            for process in processes:
+                process.communicate(timeout=120)
+        self.assertEqual(self.api.calls(), 200)
+        self.assertLessEqual(len(self.entries()), 60)
+        self.assertGreaterEqual(len(self.entries()), 40)
+
+    def test_a_cache_hit_loads_no_http_or_tls_code(self):
+        self.run_ok()
+        alert_file = self.home.write('hit.alert', alert_for())
+        options = self.home.write('hit.options', self.home.options)
+        probe = ('import runpy, sys\n'
+                 f'sys.argv = {[self.home.script, alert_file, KEY, "", "", options, "10", "3"]!r}\n'
+                 'try:\n    runpy.run_path(sys.argv[0], run_name="__main__")\n'
+                 'except SystemExit as done:\n    assert done.code == 0, done.code\n'
+                 'print(sorted(m for m in ("urllib.request", "http.client", "ssl") '
+                 'if m in sys.modules))\n')
+        done = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True,
+                              env=dict(os.environ, CRIMINALIP_TEST_NOW=str(NOON)))
+        self.assertEqual(done.stdout.strip(), '[]', done.stderr)
+        self.home.settle()
+        self.assertIs(self.home.events()[-1]['cached'], True)
+
+    @unittest.skipUnless(os.geteuid() == 0, 'needs root to create files for another user')
+    def test_files_made_by_root_belong_to_the_cache_owner(self):
+        os.makedirs(self.home.cache_dir)
+        os.chown(self.home.cache_dir, 65534, 65534)
+        code, output, _ = self.home.command('--lookup', TOR_IP, '--options', self.home.write(
+            'lookup.options', self.home.options), env={'CRIMINALIP_API_KEY': KEY})
+        self.assertEqual(code, 0, output)
+        for folder, dirs, files in os.walk(self.home.cache_dir):
+            for name in dirs + files:
+                owner = os.stat(os.path.join(folder, name))
+                self.assertEqual((owner.st_uid, owner.st_gid), (65534, 65534), name)
+
+
+class OperatorCommands(IntegrationTestCase):
+    def setUp(self):
+        super().setUp()
+        self.options = self.home.write('etc/custom-criminalip.json', self.home.options)
+
+    def test_lookup_prints_the_event_and_fills_the_cache(self):
+        self.api.answer(TOR_IP, {'body': risky_report(TOR_IP, is_tor=True)})
+        code, output, error = self.home.command('--lookup', TOR_IP, env={'CRIMINALIP_API_KEY': KEY})
+        self.assertEqual(code, 0, error)
+        self.assertTrue(json.loads(output)['criminalip']['is_tor'])
+        self.assertIs(self.run_ok()[0]['cached'], True)
+        self.assertEqual(self.api.calls(), 1)
+
+    def test_lookup_reads_a_key_file_and_never_needs_the_key_in_argv(self):
+        key_file = self.home.write('etc/key', KEY)
+        code, output, error = self.home.command('--lookup', CLEAN_IP, '--api-key-file', key_file,
+                                                env={'CRIMINALIP_API_KEY': ''})
+        self.assertEqual(code, 0, error)
+        self.assertEqual(self.api.requests[0]['key'], KEY)
+
+    def test_lookup_refuses_private_addresses_and_missing_keys(self):
+        self.assertEqual(self.home.command('--lookup', '192.168.1.1', env={'CRIMINALIP_API_KEY': KEY})[0], 2)
+        code, _, error = self.home.command('--lookup', TOR_IP, env={'CRIMINALIP_API_KEY': ''})
+        self.assertEqual(code, 3)
+        self.assertIn('no API key', error)
+
+    def test_stats_counts_today_and_shows_cooldowns(self):
+        self.home.clock = NOON
+        self.run_ok()
+        self.run_ok()
+        self.api.answer('45.9.148.5', {'body': {'status': 403, 'message': 'limit exceeded'}})
+        self.run_ok(alert_for('45.9.148.5'))
+        code, output, _ = self.home.command('--stats')
+        stats = json.loads(output)
+        self.assertEqual(code, 0)
+        self.assertEqual((stats['entries'], stats['today']['hits'], stats['today']['misses'],
+                          stats['today']['api_calls'], stats['today']['errors']),
+                         (1, 1, 2, 2, {'quota': 1}))
+        self.assertIn('quota', stats['cooldowns'])
+
+    def test_purge_empties_the_cache(self):
+        self.run_ok()
+        code, output, _ = self.home.command('--purge')
+        self.assertEqual(code, 0)
+        self.assertIn('removed 1 cache entries', output)
+        self.assertIs(self.run_ok()[0]['cached'], False)
+
+    def test_help_and_version(self):
+        code, output, _ = self.home.command('--version')
+        self.assertEqual((code, output.split()[0]), (0, 'custom-criminalip'))
+        code, output, _ = self.home.command('--help')
+        self.assertEqual(code, 0)
+        for word in ('--selftest', '--lookup', '--stats', '--purge', 'Exit codes'):
+            self.assertIn(word, output)
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
