@@ -541,9 +541,13 @@ class EventsOnTheQueue(IntegrationTestCase):
         self.run_ok(alert_for('45.9.148.9', agent={'id': '018', 'name': 'db'}))
         self.assertTrue(self.home.received[1].startswith('1:[018] (db) any->criminalip:'))
 
-    def test_integration_key_comes_first_and_nothing_hits_static_fields(self):
-        event = json.loads(self.run_ok() and self.home.received[0].partition('criminalip:')[2])
-        self.assertEqual(list(event), ['integration', 'criminalip'])
+    def test_integration_key_comes_first_and_only_inbound_ips_fill_srcip(self):
+        self.run_ok()
+        self.run_ok(alert_for('45.9.148.9', field='dstip'))
+        inbound, outbound = [json.loads(m.partition('criminalip:')[2]) for m in self.home.received]
+        self.assertEqual(list(inbound), ['integration', 'srcip', 'criminalip'])
+        self.assertEqual(inbound['srcip'], TOR_IP, 'firewall-drop blocks the static srcip field')
+        self.assertEqual(list(outbound), ['integration', 'criminalip'])
 
     def test_events_stay_small_even_for_huge_answers(self):
         report = risky_report(TOR_IP, is_tor=True)
@@ -843,6 +847,184 @@ class OperatorCommands(IntegrationTestCase):
         self.assertEqual(code, 0)
         for word in ('--selftest', '--lookup', '--stats', '--purge', 'Exit codes'):
             self.assertIn(word, output)
+
+
+# ==============================================================================================
+# Issue 4: the ruleset and the ossec.conf snippet - one right alert per lookup
+# ==============================================================================================
+
+import configparser                                   # noqa: E402  (used only by these tests)
+import xml.etree.ElementTree as ElementTree           # noqa: E402
+import rule_engine                                    # noqa: E402  (tests/rule_engine.py)
+
+RULESET = os.path.join(REPO, 'criminal_ip_ruleset.xml')
+SNIPPET = os.path.join(REPO, 'ossec.conf.snippet')
+INI = os.path.join(REPO, 'tests', 'criminal_ip.ini')
+LADDER = {'100623': 0, '100628': 12, '100648': 12, '100629': 10, '100649': 10, '100625': 10,
+          '100627': 10, '100638': 8, '100636': 7, '100643': 7, '100624': 6, '100630': 6,
+          '100626': 5, '100633': 4, '100634': 4, '100631': 3, '100637': 2, '100640': 7,
+          '100641': 7, '100644': 7, '100642': 3}
+BLOG_MEANING = {'100624': ('criminalip.is_vpn', '^true$'), '100625': ('criminalip.is_tor', '^true$'),
+                '100626': ('criminalip.is_proxy', '^true$'), '100627': ('criminalip.is_darkweb', '^true$'),
+                '100628': ('criminalip.score', '^Critical$'), '100629': ('criminalip.score', '^Dangerous$'),
+                '100630': ('criminalip.score', '^Moderate$'), '100631': ('criminalip.score', '^Low$'),
+                '100633': ('criminalip.is_hosting', '^true$'), '100634': ('criminalip.is_cloud', '^true$'),
+                '100636': ('criminalip.is_scanner', '^true$'), '100637': ('criminalip.is_mobile', '^true$'),
+                '100638': ('criminalip.is_anonymous_vpn', '^true$'),
+                '100640': ('criminalip.error', '^auth$'), '100641': ('criminalip.error', '^quota$')}
+
+
+def ini_cases():
+    """(section, rule, level, [(name, log, should_fire)]) from tests/criminal_ip.ini."""
+    parser = configparser.RawConfigParser()
+    parser.read(INI, encoding='utf-8')
+    for section in parser.sections():
+        logs = [(name, value, name.endswith('pass')) for name, value in parser.items(section)
+                if name.startswith('log ')]
+        yield section, parser.get(section, 'rule'), int(parser.get(section, 'alert')), logs
+
+
+def snippet_document():
+    with open(SNIPPET, encoding='utf-8') as handle:
+        return ElementTree.fromstring(f'<root>{handle.read()}</root>')
+
+
+class RulesetAndSnippet(IntegrationTestCase):
+    rules = rule_engine.load_rules(RULESET)
+    by_id = {rule['id']: rule for rule in rules}
+
+    def emitted_fields(self) -> set:
+        """Every field name the integration really sends: a risky inbound, an outbound, an error."""
+        self.api.answer(TOR_IP, {'body': risky_report(TOR_IP, is_tor=True)})
+        self.api.answer('45.9.148.5', {'body': {'status': 403, 'message': 'limit exceeded'}})
+        self.run_ok(alert_for(TOR_IP))
+        self.run_ok(alert_for('45.9.148.4', field='dstip'))
+        self.run_ok(alert_for('45.9.148.5'))
+        fields = set()
+        for message in self.home.received:
+            fields |= set(rule_engine.flatten(json.loads(message.partition('criminalip:')[2])))
+        return fields
+
+    def test_ids_are_unique_in_our_range_and_keep_the_blog_ladder(self):
+        ids = [rule['id'] for rule in self.rules]
+        self.assertEqual(len(ids), len(set(ids)), 'duplicate rule ids')
+        self.assertTrue(all(100600 <= int(i) <= 100699 for i in ids), ids)
+        self.assertEqual({rule['id']: rule['level'] for rule in self.rules}, LADDER)
+
+    def test_blog_rule_ids_keep_their_meaning(self):
+        for rule_id, (field, pattern) in BLOG_MEANING.items():
+            conditions = [(f['name'], f['pattern']) for f in self.by_id[rule_id]['fields']]
+            self.assertIn((field, pattern), conditions, rule_id)
+        self.assertIn('^unavailable$', self.by_id['100642']['fields'][0]['pattern'])
+
+    def test_parent_is_an_anchored_level_0_json_rule_like_virustotal(self):
+        parent = self.by_id['100623']
+        self.assertEqual((parent['level'], parent['decoded_as'], parent['if_sid']), (0, 'json', []))
+        self.assertEqual([(f['name'], f['pattern']) for f in parent['fields']],
+                         [('integration', '^criminalip$')])
+        self.assertEqual(parent['options'], ['no_full_log'])
+
+    def test_every_child_hangs_off_a_rule_defined_earlier_in_this_file(self):
+        seen = set()
+        for rule in self.rules:
+            for parent in rule['if_sid']:
+                self.assertIn(parent, seen, f'{rule["id"]} needs {parent} loaded first')
+            seen.add(rule['id'])
+        self.assertEqual([r['id'] for r in self.rules if not r['if_sid']], ['100623'])
+
+    def test_fields_are_ones_the_integration_emits_never_static_and_always_anchored(self):
+        emitted = self.emitted_fields()
+        for rule in self.rules:
+            for condition in rule['fields']:
+                self.assertIn(condition['name'], emitted, rule['id'])
+                self.assertNotIn(condition['name'].split('.')[0], rule_engine.STATIC_FIELDS)
+                self.assertFalse(condition['name'].startswith(('data.', 'full_log')))
+                for alternative in condition['pattern'].split('|'):
+                    self.assertRegex(alternative, r'^\^.*\$$', f'{rule["id"]}: anchor every regex')
+
+    def test_groups_end_with_a_comma_and_options_levels_and_mitre_are_valid(self):
+        for rule in self.rules:
+            for text in rule['groups']:
+                self.assertTrue(text.endswith(','), f'{rule["id"]}: group "{text}" needs a comma')
+            self.assertTrue(set(rule['options']) <= rule_engine.RULE_OPTIONS, rule['options'])
+            self.assertTrue(0 <= rule['level'] <= 16)
+            for technique in rule['mitre']:
+                self.assertRegex(technique, r'^T\d{4}(\.\d{3})?$')
+            self.assertTrue(rule['description'])
+        mitre = {rule['id']: rule['mitre'] for rule in self.rules}
+        self.assertEqual((mitre['100625'], mitre['100636'], mitre['100648']),
+                         (['T1090.003'], ['T1595'], ['T1071']))
+
+    def test_every_ini_case_resolves_to_its_expected_rule(self):
+        covered = set()
+        for section, rule_id, level, logs in ini_cases():
+            self.assertTrue(any(passes for _, _, passes in logs), f'{section}: no pass line')
+            for name, log, should_fire in logs:
+                fired = rule_engine.evaluate(self.rules, log)
+                hit = fired is not None and (fired['id'], fired['level']) == (rule_id, level)
+                with self.subTest(section=section, line=name):
+                    self.assertEqual(hit, should_fire, f'fired {fired and fired["id"]}')
+            covered.add(rule_id)
+        self.assertEqual(covered, set(LADDER) - {'100623'}, 'every alerting rule has a case')
+
+    def test_ini_events_have_the_shape_the_integration_sends(self):
+        emitted = self.emitted_fields()
+        for section, _, _, logs in ini_cases():
+            for _, log, _ in logs:
+                fields = set(rule_engine.flatten(json.loads(log)))
+                self.assertTrue(fields <= emitted, f'{section}: {sorted(fields - emitted)}')
+
+    def test_a_clean_ip_raises_no_alert(self):
+        self.run_ok(alert_for(CLEAN_IP))
+        fired = rule_engine.evaluate(self.rules, self.home.received[0].partition('criminalip:')[2])
+        self.assertEqual((fired['id'], fired['level']), ('100623', 0))
+
+    def test_real_events_fire_the_most_severe_rule_and_tell_the_whole_story(self):
+        self.api.answer(TOR_IP, {'body': risky_report(TOR_IP, 'Critical', 'Safe', is_tor=True,
+                                                      is_anonymous_vpn=False)})
+        self.api.answer('45.9.148.6', {'body': risky_report('45.9.148.6', 'Safe', 'Dangerous')})
+        self.run_ok(alert_for(TOR_IP))
+        self.run_ok(alert_for('45.9.148.6', field='dstip'))
+        outcomes = []
+        for message in self.home.received:
+            event = json.loads(message.partition('criminalip:')[2])
+            fired = rule_engine.evaluate(self.rules, json.dumps(event))
+            outcomes.append((fired['id'], fired['level']))
+            if fired['id'] == '100628':
+                self.assertIn('tor', event['criminalip']['summary'])
+                self.assertIn('$(criminalip.summary)', fired['description'])
+        self.assertEqual(outcomes, [('100628', 12), ('100649', 10)])
+
+    def test_snippet_selects_auth_failures_and_can_never_match_our_own_alerts(self):
+        [integration] = list(snippet_document().iter('integration'))
+        text = {child.tag: (child.text or '') for child in integration}
+        self.assertEqual(text['name'], 'custom-criminalip')
+        self.assertEqual(text['alert_format'], 'json')
+        self.assertNotIn(' ', text['group'])
+        groups = set(text['group'].split(','))
+        self.assertTrue({'sshd', 'invalid_login', 'authentication_failed'} <= groups)
+        self.assertEqual(groups & rule_engine.group_names(self.rules), set())
+        self.assertTrue(all(value.strip() for value in text.values()), 'an empty tag stops the manager')
+        self.assertFalse({'timeout', 'retries'} & set(text), '4.3-4.7 managers refuse these tags')
+
+    def test_snippet_options_are_options_the_script_knows(self):
+        [integration] = list(snippet_document().iter('integration'))
+        options = json.loads(integration.findtext('options'))
+        self.home.write('etc/criminalip.key', KEY)
+        options['api_key_file'] = os.path.join(self.home.path, 'etc', 'criminalip.key')
+        self.home.options.update(options)
+        self.run_ok(key='')
+        self.assertNotIn('WARNING', self.home.log())
+
+    def test_snippet_offers_a_commented_firewall_drop_for_tor_and_critical_sources(self):
+        with open(SNIPPET, encoding='utf-8') as handle:
+            text = handle.read()
+        self.assertEqual(list(snippet_document().iter('active-response')), [], 'must stay commented')
+        example = ElementTree.fromstring(text[text.index('<active-response>'):
+                                              text.index('</active-response>') + 18])
+        self.assertEqual(example.findtext('command'), 'firewall-drop')
+        self.assertEqual(example.findtext('rules_id'), '100625,100628')
+        self.assertTrue(example.findtext('timeout').isdigit())
 
 if __name__ == '__main__':
     unittest.main(verbosity=2)
