@@ -755,11 +755,12 @@ class CacheSavesCredits(IntegrationTestCase):
 
     def test_cache_stays_bounded(self):
         self.home.options['cache_max_entries'] = 50
+        options = self.home.write('etc/custom-criminalip.json', self.home.options)
         ips = [f'45.{n // 250}.{n % 250}.1' for n in range(200)]
-        for batch in range(0, 200, 10):
-            processes = [self.home.start(alert_for(ip)) for ip in ips[batch:batch + 10]]
-            for process in processes:
-                process.communicate(timeout=120)
+        for batch in range(0, 200, 50):                 # 4 operators, 50 distinct IPs each
+            code, output, error = self.home.command('--lookup', *ips[batch:batch + 50], '--options',
+                                                    options, env={'CRIMINALIP_API_KEY': KEY})
+            self.assertEqual(code, 0, error)
         self.assertEqual(self.api.calls(), 200)
         self.assertLessEqual(len(self.entries()), 60)
         self.assertGreaterEqual(len(self.entries()), 40)
@@ -1025,6 +1026,207 @@ class RulesetAndSnippet(IntegrationTestCase):
         self.assertEqual(example.findtext('command'), 'firewall-drop')
         self.assertEqual(example.findtext('rules_id'), '100625,100628')
         self.assertTrue(example.findtext('timeout').isdigit())
+
+
+# ==============================================================================================
+# Issue 5: install by hand or with make install, and prove it works with --selftest
+# ==============================================================================================
+
+OSSEC_CONF = """<!--
+  Wazuh - Manager - Default configuration for debian 12
+-->
+<ossec_config>
+  <global>
+    <jsonout_output>yes</jsonout_output>
+    <alerts_log>yes</alerts_log>   <!-- keep the plain log too -->
+    <logall>no</logall>
+  </global>
+
+  <!-- VirusTotal, added by the SOC in 2025 -->
+  <integration>
+    <name>virustotal</name>
+    <api_key>vt-key</api_key>
+    <group>syscheck</group>
+    <alert_format>json</alert_format>
+  </integration>
+</ossec_config>
+
+<ossec_config>
+  <localfile>
+    <log_format>syslog</log_format>
+    <location>/var/log/auth.log</location>
+  </localfile>
+</ossec_config>
+"""
+
+
+class SelftestMode(unittest.TestCase):
+    def run_selftest(self, script: str, home_files: dict = None):
+        done = subprocess.run([sys.executable, script, '--selftest'], capture_output=True, text=True,
+                              timeout=60)
+        return done.returncode, done.stdout + done.stderr
+
+    def test_selftest_passes_from_the_source_folder_without_network_or_key(self):
+        code, output = self.run_selftest(SCRIPT)
+        self.assertEqual(code, 0, output)
+        for check in ('python', 'arguments', 'ip selection', 'enrichment', 'cache', 'legacy alert',
+                      'api errors'):
+            self.assertRegex(output, rf'PASS  {check}:')
+        self.assertIn('self-test OK: 0 check(s) failed', output)
+
+    def broken_copy(self, old: str, new: str) -> str:
+        folder = tempfile.mkdtemp(prefix='cip-broken-')
+        self.addCleanup(shutil.rmtree, folder)
+        with open(SCRIPT, encoding='utf-8') as handle:
+            text = handle.read()
+        self.assertIn(old, text)
+        path = os.path.join(folder, 'custom-criminalip')
+        with open(path, 'w', encoding='utf-8') as handle:
+            handle.write(text.replace(old, new, 1))
+        return path
+
+    def test_a_broken_canned_response_fails_loudly(self):
+        code, output = self.run_selftest(self.broken_copy("'is_tor': True", "'is_tor': 'yes'"))
+        self.assertEqual(code, 1, output)
+        self.assertIn('FAIL  enrichment', output)
+        self.assertIn('self-test FAILED', output)
+
+    def test_a_broken_sender_fails_loudly(self):
+        code, output = self.run_selftest(self.broken_copy(
+            'socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock',
+            'socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock'))
+        self.assertEqual(code, 1, output)
+        self.assertIn('FAIL  enrichment', output)
+
+    def test_an_installed_manager_gets_warnings_with_fixes_not_a_crash(self):
+        home = tempfile.mkdtemp(prefix='cip-')
+        self.addCleanup(shutil.rmtree, home)
+        for folder in ('integrations', 'etc/rules', 'queue/sockets'):
+            os.makedirs(os.path.join(home, folder))
+        with open(os.path.join(home, 'etc', 'ossec.conf'), 'w') as handle:
+            handle.write(OSSEC_CONF.replace('<jsonout_output>yes', '<jsonout_output>no'))
+        with open(os.path.join(home, 'etc', 'rules', 'criminal_ip_ruleset.xml'), 'w') as handle:
+            handle.write('<group name="criminalip,"><rule id="1"></group>')
+        script = os.path.join(home, 'integrations', 'custom-criminalip')
+        shutil.copy(SCRIPT, script)
+        os.chmod(script, 0o777)
+        code, output = self.run_selftest(script)
+        self.assertEqual(code, 0, output)
+        for warning in ('queue/sockets/queue is missing: start the manager',
+                        'is writable by wazuh, so integratord refuses it', 'chmod 0750',
+                        'var/criminalip is missing or not writable', 'criminal_ip_ruleset.xml: mismatched tag',
+                        'no <integration> block for custom-criminalip',
+                        '<jsonout_output>yes</jsonout_output>'):
+            self.assertIn(warning, output)
+        self.assertIn('self-test OK: 0 check(s) failed, 6 warning(s)', output)
+
+
+class MakeInstall(unittest.TestCase):
+    def setUp(self):
+        self.destdir = tempfile.mkdtemp(prefix='cip-destdir-')
+        self.addCleanup(shutil.rmtree, self.destdir)
+        self.home = os.path.join(self.destdir, 'var', 'ossec')
+        for folder in ('integrations', 'etc/rules', 'logs', 'queue/sockets', 'var'):
+            os.makedirs(os.path.join(self.home, folder))
+        self.conf = os.path.join(self.home, 'etc', 'ossec.conf')
+        with open(self.conf, 'w', encoding='utf-8') as handle:
+            handle.write(OSSEC_CONF)
+        self.queue = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.queue.bind(os.path.join(self.home, 'queue', 'sockets', 'queue'))
+        self.addCleanup(self.queue.close)
+
+    def make(self, target: str, key: str = 'cip-install-key-123'):
+        environment = dict(os.environ, CRIMINALIP_API_KEY=key)
+        done = subprocess.run(['make', '--no-print-directory', '-C', REPO, target, f'DESTDIR={self.destdir}',
+                               'WAZUH_HOME=/var/ossec', f'PYTHON={sys.executable}'],
+                              capture_output=True, text=True, env=environment, timeout=120)
+        return done.returncode, done.stdout + done.stderr
+
+    def read_conf(self) -> str:
+        with open(self.conf, encoding='utf-8') as handle:
+            return handle.read()
+
+    def mode(self, *parts) -> int:
+        return stat.S_IMODE(os.stat(os.path.join(self.home, *parts)).st_mode)
+
+    def backups(self) -> list:
+        return sorted(name for name in os.listdir(os.path.join(self.home, 'etc')) if name.endswith('.bak'))
+
+    def test_install_places_files_configures_ossec_conf_and_self_tests(self):
+        code, output = self.make('install')
+        self.assertEqual(code, 0, output)
+        self.assertEqual(self.mode('integrations', 'custom-criminalip'), 0o750)
+        self.assertEqual(self.mode('etc', 'rules', 'criminal_ip_ruleset.xml'), 0o660)
+        self.assertEqual(self.mode('etc', 'criminalip.key'), 0o640)
+        self.assertEqual(self.mode('var', 'criminalip'), 0o750)
+        with open(os.path.join(self.home, 'etc', 'criminalip.key')) as handle:
+            self.assertEqual(handle.read().strip(), 'cip-install-key-123')
+        self.assertIn('self-test OK: 0 check(s) failed', output)
+        self.assertIn('systemctl restart wazuh-manager', output)
+        self.assertNotIn('cip-install-key-123', output)
+
+        conf = self.read_conf()
+        closing = OSSEC_CONF.rindex('</ossec_config>')
+        self.assertTrue(conf.startswith(OSSEC_CONF[:closing]), 'everything before the block is untouched')
+        self.assertTrue(conf.endswith(OSSEC_CONF[closing:]), 'everything after the block is untouched')
+        added = conf[closing:len(conf) - len(OSSEC_CONF[closing:])]
+        block = ElementTree.fromstring(added[added.index('<integration>'):added.index('</integration>') + 14])
+        self.assertEqual((block.findtext('name'), block.findtext('alert_format')), ('custom-criminalip', 'json'))
+        self.assertEqual(json.loads(block.findtext('options'))['api_key_file'], '/var/ossec/etc/criminalip.key')
+        [backup] = self.backups()
+        with open(os.path.join(self.home, 'etc', backup), encoding='utf-8') as handle:
+            self.assertEqual(handle.read(), OSSEC_CONF)
+
+    def test_a_second_install_changes_nothing(self):
+        self.assertEqual(self.make('install')[0], 0)
+        first = self.read_conf()
+        code, output = self.make('install')
+        self.assertEqual(code, 0, output)
+        self.assertEqual(self.read_conf(), first)
+        self.assertEqual(len(self.backups()), 1)
+        self.assertIn('already has a custom-criminalip <integration> block', output)
+
+    def test_uninstall_reverses_install_and_keeps_the_backups(self):
+        self.assertEqual(self.make('install')[0], 0)
+        code, output = self.make('uninstall')
+        self.assertEqual(code, 0, output)
+        self.assertEqual(self.read_conf(), OSSEC_CONF)
+        for path in (('integrations', 'custom-criminalip'), ('etc', 'rules', 'criminal_ip_ruleset.xml'),
+                     ('etc', 'criminalip.key'), ('var', 'criminalip')):
+            self.assertFalse(os.path.exists(os.path.join(self.home, *path)), path)
+        self.assertEqual(len(self.backups()), 2, 'one backup from install, one from uninstall')
+
+    def test_install_without_a_key_leaves_ossec_conf_alone(self):
+        code, output = self.make('install', key='')
+        self.assertEqual(code, 0, output)
+        self.assertEqual(self.read_conf(), OSSEC_CONF)
+        self.assertFalse(os.path.exists(os.path.join(self.home, 'etc', 'criminalip.key')))
+        self.assertIn('no <integration> block for custom-criminalip', output)
+
+    def test_install_refuses_an_ossec_conf_it_cannot_parse(self):
+        broken = OSSEC_CONF.replace('</global>', '</globall>')
+        with open(self.conf, 'w', encoding='utf-8') as handle:
+            handle.write(broken)
+        code, output = self.make('install')
+        self.assertNotEqual(code, 0)
+        self.assertIn('cannot be parsed', output)
+        self.assertEqual(self.read_conf(), broken)
+        self.assertEqual(self.backups(), [])
+
+    @unittest.skipIf(shutil.which('sha256sum') is None, 'needs sha256sum')
+    def test_dist_builds_a_verifiable_tarball(self):
+        out = tempfile.mkdtemp(prefix='cip-dist-')
+        self.addCleanup(shutil.rmtree, out)
+        shutil.copytree(REPO, os.path.join(out, 'src'), ignore=shutil.ignore_patterns('.git', 'dist'))
+        done = subprocess.run(['make', '-C', os.path.join(out, 'src'), 'dist'], capture_output=True, text=True)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        dist = os.path.join(out, 'src', 'dist')
+        self.assertEqual(subprocess.run(['sha256sum', '--quiet', '-c', 'SHA256SUMS'], cwd=dist).returncode, 0)
+        [tarball] = [name for name in os.listdir(dist) if name.endswith('.tar.gz')]
+        subprocess.run(['tar', 'xzf', tarball], cwd=dist, check=True)
+        unpacked = os.path.join(dist, tarball[:-len('.tar.gz')])
+        self.assertEqual(subprocess.run(['sha256sum', '--quiet', '-c', 'SHA256SUMS'], cwd=unpacked).returncode, 0)
+        self.assertTrue(os.access(os.path.join(unpacked, 'custom-criminalip'), os.X_OK))
 
 if __name__ == '__main__':
     unittest.main(verbosity=2)
