@@ -266,6 +266,18 @@ class ArgumentsAndOptions(IntegrationTestCase):
                 self.assertEqual([e['ip'] for e in events], [TOR_IP])
                 self.assertTrue(events[0]['is_tor'])
 
+    def test_timeout_and_retries_arguments_are_honoured_without_an_options_file(self):
+        self.home.write('etc/custom-criminalip.json', {'api_url': self.api.url, 'deadline': 8})
+        self.api.answer(TOR_IP, {'delay': 5, 'body': clean_report(TOR_IP)})
+        alert_file = self.home.write('t.alert', alert_for())
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, self.home.script, alert_file, KEY, '', '', '', '1', '0',
+                               '> /dev/null 2>&1'], capture_output=True, text=True)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertLess(time.monotonic() - started, 4, '<timeout> 1 and <retries> 0 cut the wait')
+        self.home.settle()
+        self.assertEqual((self.home.events()[0]['error'], self.api.calls()), ('unavailable', 1))
+
     def test_debug_argument_writes_detail_lines(self):
         self.run_ok(alert_for(data={'srcip': '10.0.0.1'}), debug=True)
         self.assertIn('DEBUG: data.srcip: 10.0.0.1 skipped: not a global address', self.home.log())
