@@ -596,6 +596,18 @@ class QueueSocketProblems(IntegrationTestCase):
         self.assertEqual([e['ip'] for e in self.home.events()], [TOR_IP, '45.9.148.9'])
         self.assertLogged('delivered 1 event(s) kept from earlier runs')
 
+    def test_many_processes_against_a_dead_socket_lose_nothing(self):
+        self.home.close_queue()
+        ips = [f'45.9.149.{n}' for n in range(1, 21)]
+        processes = [self.home.start(alert_for(ip)) for ip in ips]
+        self.assertEqual([p.wait(timeout=120) for p in processes], [5] * 20)
+        for process in processes:
+            process.stdout.close()
+        self.home.open_queue()
+        self.run_ok(alert_for(TOR_IP))
+        self.assertEqual(sorted(e['ip'] for e in self.home.events()), sorted(ips + [TOR_IP]))
+        self.assertLogged('delivered 20 event(s) kept from earlier runs')
+
     def test_refusing_socket_exits_5(self):
         self.home.close_queue()
         dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -78,7 +78,10 @@ def parse_conf(text: str, path: str) -> ElementTree.Element:
 
 
 def backup(path: str) -> str:
-    copy = f'{path}.criminalip-{time.strftime("%Y%m%d-%H%M%S")}.bak'
+    stamp, number = time.strftime('%Y%m%d-%H%M%S'), 1
+    copy = f'{path}.criminalip-{stamp}.bak'
+    while os.path.exists(copy):                 # two changes within one second
+        copy, number = f'{path}.criminalip-{stamp}-{number}.bak', number + 1
     shutil.copy2(path, copy)
     print(f'  backup of {path}: {copy}')
     return copy
