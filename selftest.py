@@ -347,7 +347,8 @@ class AlertInput(IntegrationTestCase):
 
     def test_broken_alert_files_exit_7_with_a_reason(self):
         for content, reason in (('', 'is empty'), ('{"rule": ', 'neither JSON nor integratord text'),
-                                ('[1, 2]', 'not an object'), ('\x00\xff garbage', 'neither JSON')):
+                                ('[1, 2]', 'not an object'), ('\x00\xff garbage', 'neither JSON'),
+                                ('[' * 100000, 'neither JSON')):
             with self.subTest(content=content):
                 code, output, _ = self.home.run(content)
                 self.assertEqual(code, 7)
@@ -750,7 +751,8 @@ class CacheSavesCredits(IntegrationTestCase):
         [path] = self.entries()
         with open(path, encoding='utf-8') as handle:
             good = handle.read()
-        for bad in ('', good[:len(good) // 2], '\x00\xff\xfe', '[1, 2]', good.replace(TOR_IP, '1.2.3.4'),
+        for bad in ('', good[:len(good) // 2], '\x00\xff\xfe', '[1, 2]', '[' * 100000,
+                    good.replace(TOR_IP, '1.2.3.4'),
                     '{"ip": "%s", "stored": "yesterday", "report": 1}' % TOR_IP):
             with self.subTest(bad=bad[:30]):
                 with open(path, 'w', encoding='utf-8', errors='surrogateescape') as handle:
