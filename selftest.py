@@ -6,7 +6,7 @@ socket at queue/sockets/queue, logs/, var/) and its own fake Criminal IP server 
 The script always runs as a separate process, with argv laid out the way integratord lays it out.
 Run: python3 selftest.py   (make check runs it under every CPython 3.8-3.13 it finds)
 """
-import copy
+import configparser
 import json
 import os
 import shutil
@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import unittest
+import xml.etree.ElementTree as ElementTree
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,6 +33,7 @@ SYNC = 'test-sync-marker'
 NOON = 1_780_000_000 - 1_780_000_000 % DAY + DAY // 2     # a fixed UTC noon for the test clock
 
 sys.path.insert(0, os.path.join(REPO, 'tests'))
+import rule_engine  # noqa: E402  (tests/rule_engine.py: a model of Wazuh's rule matching)
 
 
 def sample(name: str) -> dict:
@@ -306,6 +308,12 @@ class ArgumentsAndOptions(IntegrationTestCase):
         self.assertEqual(code, 3)
         self.assertIn('cannot read api_key_file', output)
 
+    def test_options_from_etc_json_are_overridden_by_the_options_argument(self):
+        self.home.write('etc/custom-criminalip.json', {'api_url': 'https://x.invalid', 'max_ips_per_alert': 1})
+        data = {'srcip': '45.9.148.1', 'dstip': '45.9.148.2'}
+        self.assertEqual(len(self.run_ok(alert_for(data=data))), 1, 'max_ips_per_alert from etc/')
+        self.assertEqual(self.api.calls(), 1, 'api_url from <options> wins over etc/')
+
     def test_malformed_options_file_is_reported_and_defaults_are_used(self):
         alert_file = self.home.write('a.alert', alert_for(data={'srcip': '10.0.0.1'}))
         options = self.home.write('bad.options', '{"api_url": ')
@@ -313,7 +321,7 @@ class ArgumentsAndOptions(IntegrationTestCase):
                                '10', '3'], capture_output=True, text=True)
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertLogged('options file')
-        self.assertLogged('ignored, using defaults')
+        self.assertLogged('ignored: Expecting value')
 
     def test_unknown_and_mistyped_options_are_logged_and_ignored(self):
         self.home.options.update(colour='blue', max_ips_per_alert='three')
@@ -880,10 +888,6 @@ class OperatorCommands(IntegrationTestCase):
 # Issue 4: the ruleset and the ossec.conf snippet - one right alert per lookup
 # ==============================================================================================
 
-import configparser                                   # noqa: E402  (used only by these tests)
-import xml.etree.ElementTree as ElementTree           # noqa: E402
-import rule_engine                                    # noqa: E402  (tests/rule_engine.py)
-
 RULESET = os.path.join(REPO, 'criminal_ip_ruleset.xml')
 SNIPPET = os.path.join(REPO, 'ossec.conf.snippet')
 INI = os.path.join(REPO, 'tests', 'criminal_ip.ini')
@@ -1031,16 +1035,26 @@ class RulesetAndSnippet(IntegrationTestCase):
         groups = set(text['group'].split(','))
         self.assertTrue({'sshd', 'invalid_login', 'authentication_failed'} <= groups)
         self.assertEqual(groups & rule_engine.group_names(self.rules), set())
-        self.assertTrue(all(value.strip() for value in text.values()), 'an empty tag stops the manager')
-        self.assertFalse({'timeout', 'retries'} & set(text), '4.3-4.7 managers refuse these tags')
 
-    def test_snippet_options_are_options_the_script_knows(self):
+    def test_snippet_uses_only_tags_every_4x_manager_accepts(self):
         [integration] = list(snippet_document().iter('integration'))
-        options = json.loads(integration.findtext('options'))
+        wazuh_4_3_tags = {'name', 'api_key', 'hook_url', 'level', 'rule_id', 'group',
+                          'event_location', 'max_log', 'alert_format'}   # 4.3 refuses any other
+        self.assertTrue({child.tag for child in integration} <= wazuh_4_3_tags)
+        self.assertTrue(all((child.text or '').strip() for child in integration),
+                        'an empty tag stops the manager')
+
+    def test_the_options_example_in_the_snippet_is_understood_by_the_script(self):
+        with open(SNIPPET, encoding='utf-8') as handle:
+            example = json.loads(next(line for line in handle if '"api_key_file"' in line))
         self.home.write('etc/criminalip.key', KEY)
-        options['api_key_file'] = os.path.join(self.home.path, 'etc', 'criminalip.key')
-        self.home.options.update(options)
-        self.run_ok(key='')
+        example['api_key_file'] = os.path.join(self.home.path, 'etc', 'criminalip.key')
+        self.home.write('etc/custom-criminalip.json', dict(example, api_url=self.api.url))
+        alert_file = self.home.write('a.alert', alert_for())
+        done = subprocess.run([sys.executable, self.home.script, alert_file, '', '', ''],
+                              capture_output=True, text=True)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(self.api.requests[0]['key'], KEY)
         self.assertNotIn('WARNING', self.home.log())
 
     def test_snippet_offers_a_commented_firewall_drop_for_tor_and_critical_sources(self):
@@ -1198,7 +1212,9 @@ class MakeInstall(unittest.TestCase):
         added = conf[closing:len(conf) - len(OSSEC_CONF[closing:])]
         block = ElementTree.fromstring(added[added.index('<integration>'):added.index('</integration>') + 14])
         self.assertEqual((block.findtext('name'), block.findtext('alert_format')), ('custom-criminalip', 'json'))
-        self.assertEqual(json.loads(block.findtext('options'))['api_key_file'], '/var/ossec/etc/criminalip.key')
+        with open(os.path.join(self.home, 'etc', 'custom-criminalip.json')) as handle:
+            self.assertEqual(json.load(handle), {'api_key_file': '/var/ossec/etc/criminalip.key'})
+        self.assertEqual(self.mode('etc', 'custom-criminalip.json'), 0o640)
         [backup] = self.backups()
         with open(os.path.join(self.home, 'etc', backup), encoding='utf-8') as handle:
             self.assertEqual(handle.read(), OSSEC_CONF)
@@ -1218,7 +1234,7 @@ class MakeInstall(unittest.TestCase):
         self.assertEqual(code, 0, output)
         self.assertEqual(self.read_conf(), OSSEC_CONF)
         for path in (('integrations', 'custom-criminalip'), ('etc', 'rules', 'criminal_ip_ruleset.xml'),
-                     ('etc', 'criminalip.key'), ('var', 'criminalip')):
+                     ('etc', 'criminalip.key'), ('etc', 'custom-criminalip.json'), ('var', 'criminalip')):
             self.assertFalse(os.path.exists(os.path.join(self.home, *path)), path)
         self.assertEqual(len(self.backups()), 2, 'one backup from install, one from uninstall')
 

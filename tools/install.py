@@ -3,8 +3,9 @@
 
 install:   script -> integrations/ (0750 root:wazuh), ruleset -> etc/rules/ (0660 wazuh:wazuh),
            cache folder var/criminalip (0750 wazuh:wazuh); with CRIMINALIP_API_KEY (or
-           CRIMINALIP_API_KEY_FILE) also etc/criminalip.key (0640 root:wazuh) and the
-           <integration> block in etc/ossec.conf, after a timestamped backup.
+           CRIMINALIP_API_KEY_FILE) also etc/criminalip.key (0640 root:wazuh), the options file
+           etc/custom-criminalip.json naming it, and the <integration> block in etc/ossec.conf,
+           after a timestamped backup.
 uninstall: undoes exactly what the manifest says install did; ossec.conf backups are kept.
 Ownership steps only warn where the wazuh user or group does not exist (test trees, packaging).
 """
@@ -60,14 +61,12 @@ def set_owner_and_mode(path: str, mode: int, user: str, group: str, shown: str =
     os.chmod(path, mode)
 
 
-def integration_block(wazuh_home: str) -> str:
-    """The snippet's <integration> element, with the key file at its installed path."""
+def integration_block() -> str:
+    """The snippet's <integration> element, exactly as the README shows it."""
     with open(os.path.join(SOURCE, 'ossec.conf.snippet'), encoding='utf-8') as handle:
         snippet = handle.read()
     start = snippet.index('<integration>')
-    block = snippet[start:snippet.index('</integration>', start) + len('</integration>')]
-    key_file = os.path.join(wazuh_home, 'etc', 'criminalip.key')
-    return block.replace('/var/ossec/etc/criminalip.key', key_file)
+    return snippet[start:snippet.index('</integration>', start) + len('</integration>')]
 
 
 def parse_conf(text: str, path: str) -> ElementTree.Element:
@@ -101,7 +100,7 @@ def write_like(path: str, text: str) -> None:
     os.replace(temporary, path)
 
 
-def add_integration(conf: str, wazuh_home: str) -> bool:
+def add_integration(conf: str) -> bool:
     """Insert our block before the last </ossec_config>; False when one is already there."""
     with open(conf, encoding='utf-8', newline='') as handle:
         text = handle.read()
@@ -115,7 +114,7 @@ def add_integration(conf: str, wazuh_home: str) -> bool:
     closing = text.rfind('</ossec_config>')
     if closing < 0:
         raise InstallError(f'{conf} has no </ossec_config>; nothing was changed')
-    block = '\n'.join('  ' + line for line in integration_block(wazuh_home).splitlines())
+    block = '\n'.join('  ' + line for line in integration_block().splitlines())
     insert = f'  {BEGIN}\n{block}\n  {END}\n'
     backup(conf)
     write_like(conf, text[:closing] + insert + text[closing:])
@@ -166,9 +165,10 @@ def install(root: str, wazuh_home: str) -> None:
         os.replace(key_path + '.installing', key_path)
         done.append(key_path)
         print(f'  wrote the API key to {key_path} (0640 root:wazuh)')
+        write_options(root, wazuh_home, done)
         conf = os.path.join(root, 'etc', 'ossec.conf')
         if os.path.exists(conf):
-            manifest['ossec_conf'] = add_integration(conf, wazuh_home) or \
+            manifest['ossec_conf'] = add_integration(conf) or \
                 previous_manifest(root).get('ossec_conf', False)
         else:
             print(f'  WARNING: {conf} not found; add ossec.conf.snippet to your configuration by hand')
@@ -176,6 +176,21 @@ def install(root: str, wazuh_home: str) -> None:
         print('  no CRIMINALIP_API_KEY given: ossec.conf left untouched '
               '(see README: "Install by hand", step 4)')
     merge_manifest(root, manifest)
+
+
+def write_options(root: str, wazuh_home: str, done: list) -> None:
+    """etc/custom-criminalip.json naming the key file, unless the operator already has one."""
+    path = os.path.join(root, 'etc', 'custom-criminalip.json')
+    key_file = os.path.join(wazuh_home, 'etc', 'criminalip.key')
+    if os.path.exists(path):
+        print(f'  {path} exists; left as it is (it should name "api_key_file": "{key_file}")')
+        return
+    with open(path, 'w', encoding='utf-8') as handle:
+        json.dump({'api_key_file': key_file}, handle)
+        handle.write('\n')
+    set_owner_and_mode(path, 0o640, 'root', 'wazuh')
+    done.append(path)
+    print(f'  wrote {path} (0640 root:wazuh) naming the key file')
 
 
 def previous_manifest(root: str) -> dict:
