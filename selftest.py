@@ -799,6 +799,15 @@ class CacheSavesCredits(IntegrationTestCase):
         self.assertLessEqual(len(self.entries()), 60)
         self.assertGreaterEqual(len(self.entries()), 40)
 
+    def test_old_counter_files_are_pruned_with_the_cache(self):
+        self.home.options['cache_max_entries'] = 1
+        self.run_ok()
+        stats = os.path.join(self.home.cache_dir, 'stats')
+        for day in ('2020-01-01', '2020-01-02'):
+            self.home.write(os.path.join(stats, day), 'hit\n')
+        self.run_ok(alert_for('45.9.148.77'))
+        self.assertEqual(len(os.listdir(stats)), 1, os.listdir(stats))
+
     def test_a_cache_hit_loads_no_http_or_tls_code(self):
         self.run_ok()
         alert_file = self.home.write('hit.alert', alert_for())
