@@ -1165,9 +1165,9 @@ class SelftestMode(unittest.TestCase):
                         'is writable by wazuh, so integratord refuses it', 'chmod 0750',
                         'var/criminalip is missing or not writable', 'criminal_ip_ruleset.xml: mismatched tag',
                         'no <integration> block for custom-criminalip',
-                        '<jsonout_output>yes</jsonout_output>'):
+                        '<jsonout_output>yes</jsonout_output>', 'no API key: name a readable key file'):
             self.assertIn(warning, output)
-        self.assertIn('self-test OK: 0 check(s) failed, 6 warning(s)', output)
+        self.assertIn('self-test OK: 0 check(s) failed, 7 warning(s)', output)
 
 
 class MakeInstall(unittest.TestCase):
