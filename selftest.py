@@ -1110,7 +1110,7 @@ OSSEC_CONF = """<!--
 
 
 class SelftestMode(unittest.TestCase):
-    def run_selftest(self, script: str, home_files: dict = None):
+    def run_selftest(self, script: str):
         done = subprocess.run([sys.executable, script, '--selftest'], capture_output=True, text=True,
                               timeout=60)
         return done.returncode, done.stdout + done.stderr
