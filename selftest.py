@@ -9,6 +9,7 @@ Run: python3 selftest.py   (make check runs it under every CPython 3.8-3.13 it f
 import configparser
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -32,8 +33,6 @@ DAY = 86400
 SYNC = 'test-sync-marker'
 NOON = 1_780_000_000 - 1_780_000_000 % DAY + DAY // 2     # a fixed UTC noon for the test clock
 
-sys.path.insert(0, os.path.join(REPO, 'tests'))
-import rule_engine  # noqa: E402  (tests/rule_engine.py: a model of Wazuh's rule matching)
 
 
 def sample(name: str) -> dict:
@@ -894,6 +893,159 @@ class OperatorCommands(IntegrationTestCase):
 
 
 # ==============================================================================================
+# A model of wazuh-analysisd's rule matching, to replay tests/criminal_ip.ini without a manager
+# ==============================================================================================
+# A small model of wazuh-analysisd's rule matching, for the features criminal_ip_ruleset.xml uses.
+#
+# Modelled on src/analysisd/rules.c as summarised in shared/reference/wazuh-integratord.md:
+# - the stock `json` decoder (prematch `^{\s*"`) flattens objects to dotted names and turns values
+#   into strings: true/false, integers as %i, floats as %f, null as "null", arrays as JSON text;
+# - `<field>` is osregex by default (case-insensitive, unanchored unless ^/$, `|` separates
+#   alternatives) or pcre2 with type="pcre2" (case-sensitive); a missing field never matches;
+# - of the children of a matching rule that match, a level-0 child wins, else the highest level,
+#   ties going to the one loaded first; evaluation then continues below the winner.
+# Anything else in a rule (a tag, an osregex metacharacter) is refused, so the model cannot silently
+# pass a rule that a real manager would read differently.
+
+
+STATIC_FIELDS = {'srcip', 'dstip', 'srcport', 'dstport', 'protocol', 'action', 'user', 'srcuser',
+                 'dstuser', 'id', 'status', 'url', 'data', 'extra_data', 'system_name', 'location',
+                 'full_log', 'program_name', 'hostname'}
+RULE_OPTIONS = {'alert_by_email', 'no_email_alert', 'no_log', 'no_full_log', 'no_counter'}
+SUPPORTED_TAGS = {'decoded_as', 'field', 'if_sid', 'description', 'options', 'group', 'mitre'}
+OSREGEX_SPECIAL = set('\\.*+()[]{}?')
+
+
+class RuleError(ValueError):
+    """The ruleset uses something this model (or Wazuh) would not accept."""
+
+
+def load_rules(path: str) -> list:
+    """Rules in load order, each a dict; raises RuleError on anything outside the model."""
+    with open(path, encoding='utf-8') as handle:
+        root = ElementTree.fromstring(f'<root>{handle.read()}</root>')
+    rules = []
+    for group in root:
+        if group.tag != 'group':
+            raise RuleError(f'top-level <{group.tag}> where only <group> is allowed')
+        for element in group:
+            if element.tag != 'rule':
+                raise RuleError(f'<{element.tag}> inside <group>')
+            rules.append(parse_rule(element, group.get('name', '')))
+    return rules
+
+
+def parse_rule(element, group_name: str) -> dict:
+    rule = {'id': element.get('id'), 'level': int(element.get('level')), 'if_sid': [],
+            'decoded_as': None, 'fields': [], 'groups': [group_name], 'options': [],
+            'description': '', 'mitre': []}
+    for child in element:
+        if child.tag not in SUPPORTED_TAGS:
+            raise RuleError(f'rule {rule["id"]}: <{child.tag}> is not modelled')
+        text = (child.text or '').strip()
+        if child.tag == 'if_sid':
+            rule['if_sid'] += [part.strip() for part in text.replace(',', ' ').split()]
+        elif child.tag == 'decoded_as':
+            rule['decoded_as'] = text
+        elif child.tag == 'field':
+            rule['fields'].append({'name': child.get('name'), 'pattern': child.text or '',
+                                   'type': child.get('type', 'osregex'),
+                                   'negate': child.get('negate', 'no') == 'yes'})
+        elif child.tag == 'group':
+            rule['groups'].append(child.text or '')
+        elif child.tag == 'options':
+            rule['options'].append(text)
+        elif child.tag == 'description':
+            rule['description'] = text
+        else:
+            rule['mitre'] += [(item.text or '').strip() for item in child.iter('id')]
+    return rule
+
+
+def group_names(rules: list) -> set:
+    names = set()
+    for rule in rules:
+        for text in rule['groups']:
+            names.update(part for part in text.split(',') if part)
+    return names
+
+
+def flatten(value, prefix: str = '') -> dict:
+    """The fields the json decoder makes from an event, as the strings rules see."""
+    if isinstance(value, dict):
+        fields = {}
+        for key, item in value.items():
+            fields.update(flatten(item, f'{prefix}.{key}' if prefix else key))
+        return fields
+    if isinstance(value, bool):
+        text = 'true' if value else 'false'
+    elif value is None:
+        text = 'null'
+    elif isinstance(value, int):
+        text = '%i' % value
+    elif isinstance(value, float):
+        text = '%f' % value
+    elif isinstance(value, list):
+        text = json.dumps(value, separators=(',', ':'))
+    else:
+        text = str(value)
+    return {prefix: text}
+
+
+def osregex_matches(pattern: str, text: str) -> bool:
+    for alternative in pattern.split('|'):
+        core = alternative[1:] if alternative.startswith('^') else alternative
+        core = core[:-1] if core.endswith('$') else core
+        if OSREGEX_SPECIAL & set(core) or '^' in core or '$' in core:
+            raise RuleError(f'osregex "{pattern}" uses syntax this model does not cover')
+        regex = ('^' if alternative.startswith('^') else '') + re.escape(core) + \
+                ('$' if alternative.endswith('$') else '')
+        if re.search(regex, text, re.IGNORECASE):
+            return True
+    return False
+
+
+def field_matches(condition: dict, fields: dict) -> bool:
+    if condition['name'] not in fields:
+        return False
+    text = fields[condition['name']]
+    if condition['type'] == 'pcre2':
+        found = re.search(condition['pattern'], text) is not None
+    elif condition['type'] == 'osregex':
+        found = osregex_matches(condition['pattern'], text)
+    else:
+        raise RuleError(f'field type {condition["type"]} is not modelled')
+    return found != condition['negate']
+
+
+def rule_matches(rule: dict, fields: dict) -> bool:
+    if rule['decoded_as'] not in (None, 'json') or fields is None:
+        return False
+    return all(field_matches(condition, fields) for condition in rule['fields'])
+
+
+def evaluate(rules: list, log: str):
+    """The rule that fires for one log line (a dict), or None."""
+    try:
+        fields = flatten(json.loads(log)) if re.match(r'^{\s*"', log) else None
+    except ValueError:
+        fields = None
+    children = {}
+    for rule in rules:
+        for parent in rule['if_sid']:
+            children.setdefault(parent, []).append(rule)
+    candidates = [rule for rule in rules if not rule['if_sid']]
+    fired = None
+    while True:
+        matching = [rule for rule in candidates if rule_matches(rule, fields)]
+        if not matching:
+            return fired
+        zero = [rule for rule in matching if rule['level'] == 0]
+        fired = zero[0] if zero else max(matching, key=lambda rule: rule['level'])
+        candidates = children.get(fired['id'], [])
+
+
+# ==============================================================================================
 # Issue 4: the ruleset and the ossec.conf snippet - one right alert per lookup
 # ==============================================================================================
 
@@ -930,7 +1082,7 @@ def snippet_document():
 
 
 class RulesetAndSnippet(IntegrationTestCase):
-    rules = rule_engine.load_rules(RULESET)
+    rules = load_rules(RULESET)
     by_id = {rule['id']: rule for rule in rules}
 
     def emitted_fields(self) -> set:
@@ -942,7 +1094,7 @@ class RulesetAndSnippet(IntegrationTestCase):
         self.run_ok(alert_for('45.9.148.5'))
         fields = set()
         for message in self.home.received:
-            fields |= set(rule_engine.flatten(json.loads(message.partition('criminalip:')[2])))
+            fields |= set(flatten(json.loads(message.partition('criminalip:')[2])))
         return fields
 
     def test_ids_are_unique_in_our_range_and_keep_the_blog_ladder(self):
@@ -977,7 +1129,7 @@ class RulesetAndSnippet(IntegrationTestCase):
         for rule in self.rules:
             for condition in rule['fields']:
                 self.assertIn(condition['name'], emitted, rule['id'])
-                self.assertNotIn(condition['name'].split('.')[0], rule_engine.STATIC_FIELDS)
+                self.assertNotIn(condition['name'].split('.')[0], STATIC_FIELDS)
                 self.assertFalse(condition['name'].startswith(('data.', 'full_log')))
                 for alternative in condition['pattern'].split('|'):
                     self.assertRegex(alternative, r'^\^.*\$$', f'{rule["id"]}: anchor every regex')
@@ -986,7 +1138,7 @@ class RulesetAndSnippet(IntegrationTestCase):
         for rule in self.rules:
             for text in rule['groups']:
                 self.assertTrue(text.endswith(','), f'{rule["id"]}: group "{text}" needs a comma')
-            self.assertTrue(set(rule['options']) <= rule_engine.RULE_OPTIONS, rule['options'])
+            self.assertTrue(set(rule['options']) <= RULE_OPTIONS, rule['options'])
             self.assertTrue(0 <= rule['level'] <= 16)
             for technique in rule['mitre']:
                 self.assertRegex(technique, r'^T\d{4}(\.\d{3})?$')
@@ -1000,7 +1152,7 @@ class RulesetAndSnippet(IntegrationTestCase):
         for section, rule_id, level, logs in ini_cases():
             self.assertTrue(any(passes for _, _, passes in logs), f'{section}: no pass line')
             for name, log, should_fire in logs:
-                fired = rule_engine.evaluate(self.rules, log)
+                fired = evaluate(self.rules, log)
                 hit = fired is not None and (fired['id'], fired['level']) == (rule_id, level)
                 with self.subTest(section=section, line=name):
                     self.assertEqual(hit, should_fire, f'fired {fired and fired["id"]}')
@@ -1011,12 +1163,12 @@ class RulesetAndSnippet(IntegrationTestCase):
         emitted = self.emitted_fields()
         for section, _, _, logs in ini_cases():
             for _, log, _ in logs:
-                fields = set(rule_engine.flatten(json.loads(log)))
+                fields = set(flatten(json.loads(log)))
                 self.assertTrue(fields <= emitted, f'{section}: {sorted(fields - emitted)}')
 
     def test_a_clean_ip_raises_no_alert(self):
         self.run_ok(alert_for(CLEAN_IP))
-        fired = rule_engine.evaluate(self.rules, self.home.received[0].partition('criminalip:')[2])
+        fired = evaluate(self.rules, self.home.received[0].partition('criminalip:')[2])
         self.assertEqual((fired['id'], fired['level']), ('100623', 0))
 
     def test_real_events_fire_the_most_severe_rule_and_tell_the_whole_story(self):
@@ -1028,7 +1180,7 @@ class RulesetAndSnippet(IntegrationTestCase):
         outcomes = []
         for message in self.home.received:
             event = json.loads(message.partition('criminalip:')[2])
-            fired = rule_engine.evaluate(self.rules, json.dumps(event))
+            fired = evaluate(self.rules, json.dumps(event))
             outcomes.append((fired['id'], fired['level']))
             if fired['id'] == '100628':
                 self.assertIn('tor', event['criminalip']['summary'])
@@ -1043,7 +1195,7 @@ class RulesetAndSnippet(IntegrationTestCase):
         self.assertNotIn(' ', text['group'])
         groups = set(text['group'].split(','))
         self.assertTrue({'sshd', 'invalid_login', 'authentication_failed'} <= groups)
-        self.assertEqual(groups & rule_engine.group_names(self.rules), set())
+        self.assertEqual(groups & group_names(self.rules), set())
 
     def test_snippet_uses_only_tags_every_4x_manager_accepts(self):
         [integration] = list(snippet_document().iter('integration'))
