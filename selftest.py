@@ -472,6 +472,8 @@ class ApiCall(IntegrationTestCase):
 
     def test_errors_reported_with_http_200_are_classified_from_the_body(self):
         cases = [({'status': 401, 'message': 'invalid api key'}, 'auth'),
+                 ({'status': '403', 'message': 'Forbidden'}, 'quota'),
+                 ({'status': 503, 'message': 'maintenance'}, 'unavailable'),
                  ({'status': 403, 'message': 'limit exceeded'}, 'quota'),
                  ({'status': 400, 'message': 'Invalid IP Address.'}, 'invalid_ip'),
                  ({'status': 200, 'ip': TOR_IP}, 'bad_response')]
@@ -479,6 +481,7 @@ class ApiCall(IntegrationTestCase):
             with self.subTest(code=code):
                 self.tearDown()
                 self.setUp()
+                self.home.retries = '0'                 # classification only; retries tested below
                 event = self.assertErrorEvent([{'body': body}], code)
                 self.assertTrue(event['error_message'])
 
