@@ -7,7 +7,7 @@ VERSION := $(shell sed -n "s/^VERSION = '\(.*\)'/\1/p" custom-criminalip)
 DIST_NAME := custom-criminalip-$(VERSION)
 DIST_FILES := custom-criminalip criminal_ip_ruleset.xml ossec.conf.snippet selftest.py Makefile \
 	LICENSE README.md tools/install.py tools/check_all_pythons.py tools/bench.py \
-	tests/criminal_ip.ini tests/samples
+	tests/criminal_ip.ini tests/samples tests/tls
 
 .PHONY: help check test selftest bench install uninstall dist clean
 

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 REPO = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(REPO, 'custom-criminalip')
 SAMPLES = os.path.join(REPO, 'tests', 'samples')
+TLS_CERT = os.path.join(REPO, 'tests', 'tls', 'localhost.pem')    # self-signed, test use only
+TLS_KEY = os.path.join(REPO, 'tests', 'tls', 'localhost.key')
 KEY = 'cip-test-key-7f3a9c2e5b'
 TOR_IP = '185.220.101.7'
 CLEAN_IP = '9.9.9.9'
@@ -59,7 +62,7 @@ def risky_report(ip: str, inbound='Critical', outbound='Moderate', **flags) -> d
 class FakeCriminalIP:
     """A Criminal IP look-alike on 127.0.0.1 that counts requests and answers what a test says."""
 
-    def __init__(self):
+    def __init__(self, tls: bool = False):
         self.requests = []
         self.answers = {}            # ip -> list of answers, the last one repeats
         fake = self
@@ -69,7 +72,7 @@ class FakeCriminalIP:
                 parts = urlsplit(self.path)
                 ip = parse_qs(parts.query).get('ip', [''])[0]
                 fake.requests.append({'path': parts.path, 'ip': ip, 'key': self.headers.get('x-api-key'),
-                                      'agent': self.headers.get('User-Agent')})
+                                      'agent': self.headers.get('User-Agent'), 'target': self.path})
                 queue = fake.answers.get(ip) or [{'body': clean_report(ip)}]
                 answer = queue.pop(0) if len(queue) > 1 else queue[0]
                 time.sleep(answer.get('delay', 0))
@@ -92,7 +95,11 @@ class FakeCriminalIP:
         self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
         self.server.daemon_threads = True
         self.server.handle_error = lambda request, address: None   # clients hanging up is expected
-        self.url = f'http://127.0.0.1:{self.server.server_port}'
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(TLS_CERT, TLS_KEY)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f'{"https" if tls else "http"}://127.0.0.1:{self.server.server_port}'
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def answer(self, ip: str, *answers: dict) -> None:
@@ -548,6 +555,40 @@ class ApiCall(IntegrationTestCase):
         self.api = FakeCriminalIP()
         event = self.run_ok()[0]
         self.assertEqual(event['error'], 'unavailable')
+
+
+class Transport(IntegrationTestCase):
+    def test_tls_certificates_are_verified_and_ca_file_adds_a_trusted_authority(self):
+        tls_api = FakeCriminalIP(tls=True)
+        self.addCleanup(tls_api.close)
+        self.home.options['api_url'] = tls_api.url
+        self.home.retries = '0'
+        event = self.run_ok()[0]
+        self.assertEqual(event['error'], 'unavailable')
+        self.assertIn('CERTIFICATE_VERIFY_FAILED', event['error_message'])
+        self.assertIn('set ca_file', event['error_message'])
+        self.assertEqual(tls_api.calls(), 0, 'no request crossed an unverified connection')
+        self.home.options['ca_file'] = TLS_CERT
+        self.assertEqual(self.run_ok(alert_for('45.9.148.40'))[0]['score'], 'Safe')
+        self.assertEqual(tls_api.requests[0]['key'], KEY)
+
+    def test_an_unreadable_ca_file_is_refused_with_exit_4(self):
+        self.home.options['ca_file'] = os.path.join(self.home.path, 'missing.pem')
+        code, output, _ = self.home.run(alert_for())
+        self.assertEqual(code, 4)
+        self.assertIn('is not a readable file', output)
+
+    def test_an_explicit_proxy_carries_the_request(self):
+        self.home.options.update(api_url='http://127.0.0.1:9', proxy=self.api.url)
+        self.assertEqual(self.run_ok()[0]['score'], 'Safe')
+        self.assertEqual(self.api.requests[0]['target'], f'http://127.0.0.1:9/v1/asset/ip/report?ip={TOR_IP}')
+
+    def test_proxy_variables_in_the_environment_are_ignored(self):
+        dead = 'http://127.0.0.1:9'
+        env = {'http_proxy': dead, 'https_proxy': dead, 'HTTP_PROXY': dead, 'HTTPS_PROXY': dead,
+               'no_proxy': '', 'NO_PROXY': ''}
+        self.assertEqual(self.run_ok(env=env)[0]['score'], 'Safe')
+        self.assertEqual(self.api.calls(), 1)
 
 
 class EventsOnTheQueue(IntegrationTestCase):
