@@ -804,7 +804,8 @@ class CacheSavesCredits(IntegrationTestCase):
             good = handle.read()
         for bad in ('', good[:len(good) // 2], '\x00\xff\xfe', '[1, 2]', '[' * 100000,
                     good.replace(TOR_IP, '1.2.3.4'),
-                    '{"ip": "%s", "stored": "yesterday", "report": 1}' % TOR_IP):
+                    '{"ip": "%s", "stored": "yesterday", "report": 1}' % TOR_IP,
+                    '{"ip": "%s", "stored": %d, "report": {"score": "Safe"}}' % (TOR_IP, NOON)):
             with self.subTest(bad=bad[:30]):
                 with open(path, 'w', encoding='utf-8', errors='surrogateescape') as handle:
                     handle.write(bad)
