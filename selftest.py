@@ -870,11 +870,11 @@ class CacheSavesCredits(IntegrationTestCase):
 
     @unittest.skipUnless(os.geteuid() == 0, 'needs root to create files for another user')
     def test_files_made_by_root_belong_to_the_cache_owner(self):
-        os.makedirs(self.home.cache_dir)
-        os.chown(self.home.cache_dir, 65534, 65534)
+        os.chown(os.path.dirname(self.home.cache_dir), 65534, 65534)   # var/, as wazuh would own it
         code, output, _ = self.home.command('--lookup', TOR_IP, '--options', self.home.write(
             'lookup.options', self.home.options), env={'CRIMINALIP_API_KEY': KEY})
         self.assertEqual(code, 0, output)
+        self.assertEqual(os.stat(self.home.cache_dir).st_uid, 65534, 'the cache folder itself too')
         for folder, dirs, files in os.walk(self.home.cache_dir):
             for name in dirs + files:
                 owner = os.stat(os.path.join(folder, name))
